@@ -1,0 +1,40 @@
+# Sendense appliance bundle. `make demo` and `make test` are the two commands a
+# fresh Debian 12 machine needs; both run `make setup` first.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/files/lab/containers.conf
+export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+MOLECULE_SCENARIOS := default
+
+.PHONY: setup test lint unit integration molecule demo bench lab-up lab-down release clean
+
+setup:
+	@bash files/scripts/setup.sh
+
+lint: setup
+	$(BIN)/ruff check sendense_tools tests bench
+	$(BIN)/ruff format --check sendense_tools tests bench
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production --offline -q
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+molecule: setup
+	@for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
+
+test: setup lint
+	$(BIN)/pytest -q tests/unit tests/integration
+	$(MAKE) --no-print-directory molecule
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .cache dist build *.egg-info

@@ -1,0 +1,21 @@
+#!/bin/bash
+# Build the vCenter simulator from Debian's govmomi sources, offline.
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT=../../.cache/bin/vcsim-lab
+SRC_HASH=$(cat main.go build.sh | sha256sum | cut -c1-16)
+if [ -x "$OUT" ] && [ "$(cat "$OUT.hash" 2>/dev/null)" = "$SRC_HASH" ]; then
+  exit 0
+fi
+mkdir -p "$(dirname "$OUT")"
+echo "setup: building the vCenter simulator"
+BUILD=$(mktemp -d)
+trap 'rm -rf "$BUILD"' EXIT
+cp main.go "$BUILD/"
+cd "$BUILD"
+export GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS=-mod=mod GOCACHE=${GOCACHE:-/root/.cache/go-build}
+mkdir -p src/vcsimlab && mv main.go src/vcsimlab/
+GOPATH="$BUILD:/usr/share/gocode" GO111MODULE=off go build -o vcsim-lab ./src/vcsimlab
+cd - >/dev/null
+cp "$BUILD/vcsim-lab" "$OUT"
+echo "$SRC_HASH" >"$OUT.hash"

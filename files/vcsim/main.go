@@ -1,0 +1,57 @@
+// vcsim-lab: the govmomi vCenter simulator on a given address, for tests and the lab.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"log"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (host:port)")
+	user := flag.String("user", "user", "vCenter user name")
+	pass := flag.String("password", "pass", "vCenter password")
+	useTLS := flag.Bool("tls", true, "serve https")
+	urlFile := flag.String("url-file", "", "write the service URL to this file when ready")
+	flag.Parse()
+
+	model := simulator.VPX()
+	model.Datacenter = 1
+	model.Cluster = 1
+	model.Host = 0
+	model.ClusterHost = 1
+	model.Machine = 1
+	if err := model.Create(); err != nil {
+		log.Fatal(err)
+	}
+	defer model.Remove()
+
+	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *pass)}
+	if *useTLS {
+		// An empty config makes the simulator serve https with its own self-signed certificate.
+		model.Service.TLS = new(tls.Config)
+	}
+	server := model.Service.NewServer()
+	defer server.Close()
+
+	u := *server.URL
+	u.User = nil
+	line := u.String()
+	if *urlFile != "" {
+		if err := os.WriteFile(*urlFile, []byte(line+"\n"), 0o600); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println(line)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+}

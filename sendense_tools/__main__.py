@@ -1,0 +1,3 @@
+from sendense_tools.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the hub and node APIs (aiohttp)."""

@@ -1,0 +1,10 @@
+"""`sendense backup` commands."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def backup() -> None:
+    """backup commands."""

@@ -1,0 +1,10 @@
+"""`sendense hub` commands."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def hub() -> None:
+    """hub commands."""

@@ -1,0 +1,55 @@
+"""tunnel.toml schema."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sendense_tools.config import HostPort, PortRange, Strict
+
+
+class HubSection(Strict):
+    host: str = "hub.example"
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "sdt-node1"
+    key_file: str = "/etc/sendense/tunnel/id_ed25519"
+    known_hosts: str = "/etc/sendense/tunnel/known_hosts"
+
+
+class ForwardsSection(Strict):
+    nbd_ports: PortRange = (10100, 10200)
+    api_port: int = Field(default=8082, ge=1, le=65535)
+    reverse_port: int = Field(default=9081, ge=1, le=65535)
+    reverse_target: HostPort = ("127.0.0.1", 8081)
+    bind: str = "127.0.0.1"
+
+
+class BackoffSection(Strict):
+    initial: float = Field(default=5, gt=0)
+    max: float = Field(default=60, gt=0)
+
+
+class KeepaliveSection(Strict):
+    interval: float = Field(default=30, gt=0)
+    count_max: int = Field(default=3, ge=1)
+
+
+class TuningSection(Strict):
+    # Several SSH connections with the NBD ports spread across them lift the
+    # per-TCP-connection limit on a long-RTT link.
+    connections: int = Field(default=1, ge=1, le=16)
+    window: int = Field(default=16 * 1024 * 1024, ge=2 * 1024 * 1024)
+    max_pktsize: int = Field(default=256 * 1024, ge=32 * 1024)
+    ciphers: list[str] = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr"]
+
+
+class StatusSection(Strict):
+    file: str = "/run/sendense/tunnel-status.json"
+
+
+class TunnelConfig(Strict):
+    hub: HubSection = HubSection()
+    forwards: ForwardsSection = ForwardsSection()
+    backoff: BackoffSection = BackoffSection()
+    keepalive: KeepaliveSection = KeepaliveSection()
+    tuning: TuningSection = TuningSection()
+    status: StatusSection = StatusSection()
