@@ -1,0 +1,8 @@
+"""Fixtures that start real processes on loopback live in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.ports",
+    "tests.fixtures.qemu_nbd",
+    "tests.fixtures.sshd",
+    "tests.fixtures.vcsim",
+]
