@@ -12,6 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Who made the request: whatever `authenticate` returned for its token.
+PRINCIPAL = web.RequestKey("principal", object)
 
 
 class ApiError(Exception):
@@ -67,7 +69,7 @@ def make_middlewares(
     """Errors as JSON everywhere, and a bearer token on every non-public path.
 
     `authenticate(token)` returns the caller's identity (stored as
-    request["principal"]) or None when the token is unknown.
+    request[PRINCIPAL]) or None when the token is unknown.
     """
 
     @web.middleware
@@ -93,7 +95,7 @@ def make_middlewares(
         principal = authenticate(token.strip())
         if principal is None:
             raise ApiError(401, "unauthorized", "invalid bearer token")
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return [errors, auth]

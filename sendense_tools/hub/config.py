@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from sendense_tools.config import HostPort, PortRange, Strict
@@ -10,12 +12,27 @@ from sendense_tools.config import HostPort, PortRange, Strict
 class ApiSection(Strict):
     listen: HostPort = ("127.0.0.1", 8082)
     token_file: str = "/etc/sendense/api-token"
+    # Seconds the hub waits for a node's API (through the reverse tunnel).
+    node_timeout: float = Field(default=30.0, gt=0)
 
 
 class NbdSection(Strict):
     port_range: PortRange = (10100, 10200)
     bind: str = "127.0.0.1"
     shared: int = Field(default=10, ge=1, le=255)
+    # Per-job TLS-PSK on every export (the key goes to the node in the start call).
+    tls_psk: bool = True
+    # Where per-job PSK directories live; empty = "nbd-keys" next to [state].db.
+    key_dir: str = ""
+    # qemu-nbd target options (ovirt-imageio's, with io_uring instead of native
+    # AIO: native needs fs.aio-max-nr >= 1024 per export, so the default 65536
+    # stops at 64 exports). At start the hub checks the pair works on the
+    # repository and falls back to writeback / threads (e.g. tmpfs, no io_uring).
+    cache: Literal["none", "writeback", "writethrough", "directsync", "unsafe"] = "none"
+    aio: Literal["native", "threads", "io_uring"] = "io_uring"
+    detect_zeroes: Literal["off", "on", "unmap"] = "unmap"
+    # Seconds for a qemu-nbd to answer an NBD handshake before the job fails.
+    ready_timeout: float = Field(default=30.0, gt=0)
 
 
 class RepositorySection(Strict):

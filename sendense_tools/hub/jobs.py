@@ -1,0 +1,544 @@
+"""Backup job lifecycle: start (node -> ports -> exports -> node), progress, finish, cancel.
+
+Whatever path a job leaves by (node refusal, qemu-nbd crash, cancel, final
+report, hub stop), it goes through `_terminate`, which stops every export,
+frees every port and removes the PSK directory exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sendense_tools.api.client import ApiCallError, ApiClient
+from sendense_tools.api.server import ApiError
+from sendense_tools.errors import SendenseError
+from sendense_tools.hub.allocator import PoolExhausted, PortAllocator
+from sendense_tools.hub.config import HubConfig
+from sendense_tools.hub.exports import (
+    Export,
+    ExportError,
+    ExportOptions,
+    create_image,
+    start_export,
+    write_tls_dir,
+)
+from sendense_tools.hub.store import ACTIVE, Store
+from sendense_tools.nbd.digest import DigestError, sha256_of_image
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+HASH_CONCURRENCY = 2
+
+
+def safe_name(value: str) -> str:
+    """A path/export component from a VM name: no separators, no leading dot."""
+    cleaned = _UNSAFE.sub("_", value).lstrip(".")
+    return cleaned[:64] or "vm"
+
+
+@dataclass
+class Job:
+    id: str
+    node: str
+    vm: str
+    exports: dict[str, Export] = field(default_factory=dict)
+    key_dir: Path | None = None
+    tls_username: str | None = None
+    node_started: bool = False
+    # Set once the job is on its way out; later crash reports and cancels are ignored.
+    closing: bool = False
+
+    @property
+    def psk_file(self) -> Path | None:
+        return self.key_dir / "keys.psk" if self.key_dir else None
+
+
+class JobManager:
+    def __init__(
+        self,
+        config: HubConfig,
+        store: Store,
+        allocator: PortAllocator,
+        export_options: ExportOptions,
+        node_tokens: dict[str, str],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.allocator = allocator
+        self.export_options = export_options
+        self.node_tokens = node_tokens
+        self.repository = Path(config.repository.path)
+        self.key_root = Path(
+            config.nbd.key_dir or Path(config.state.db).resolve().parent / "nbd-keys"
+        )
+        self._jobs: dict[str, Job] = {}
+        self._reserved: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task] = set()
+        # Start and finish tasks may be cancelled at shutdown; teardown tasks run to the end.
+        self._interruptible: set[asyncio.Task] = set()
+        self._hash_slots = asyncio.Semaphore(HASH_CONCURRENCY)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _spawn(self, coro: Any, interruptible: bool = False) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if interruptible:
+            self._interruptible.add(task)
+            task.add_done_callback(self._interruptible.discard)
+        return task
+
+    def _node_client(self, node: str, timeout: float | None = None) -> ApiClient:
+        entry = self.config.nodes[node]
+        return ApiClient(
+            entry.api_url, self.node_tokens[node], timeout=timeout or self.config.api.node_timeout
+        )
+
+    def qemu_nbd_processes(self) -> int:
+        return sum(1 for j in self._jobs.values() for e in j.exports.values() if e.alive)
+
+    def live_pids(self) -> list[int]:
+        return [e.pid for j in self._jobs.values() for e in j.exports.values() if e.alive]
+
+    # -- start ----------------------------------------------------------------
+
+    async def start_backup(self, vm: str, node: str) -> dict[str, Any]:
+        if node not in self.config.nodes:
+            raise ApiError(404, "node_not_found", f"node {node!r} is not configured on this hub")
+        self._reserve(node, vm)
+        # Shielded: a client that hangs up must not abandon half-started exports.
+        task = self._spawn(self._start(vm, node), interruptible=True)
+        return await asyncio.shield(task)
+
+    def _reserve(self, node: str, vm: str) -> None:
+        key = (node, vm)
+        active = self.store.active_job_for_vm(node, vm)
+        if key in self._reserved or active:
+            which = f" (backup {active})" if active else ""
+            raise ApiError(409, "vm_busy", f"VM {vm!r} is already being backed up{which}")
+        self._reserved.add(key)
+
+    async def _start(self, vm: str, node: str) -> dict[str, Any]:
+        reserved = [(node, vm)]
+        try:
+            info = await self._node_vm(node, vm)
+            name = info["name"]
+            if name != vm:
+                self._reserve(node, name)
+                reserved.append((node, name))
+            disks = info["disks"]
+            job = Job(id=str(uuid.uuid4()), node=node, vm=name)
+            try:
+                ports = self.allocator.allocate(job.id, len(disks))
+            except PoolExhausted as exc:
+                raise ApiError(
+                    503,
+                    "pool_exhausted",
+                    f"not enough NBD ports: {exc.needed} needed, {exc.free} free",
+                    needed=exc.needed,
+                    free=exc.free,
+                ) from None
+            try:
+                specs = self._plan(job, disks, ports)
+            except BaseException:
+                self.allocator.release_job(job.id)
+                raise
+            self._jobs[job.id] = job
+            await self._bring_up(job, specs, info)
+            return self.store.record(job.id) or {}
+        finally:
+            for key in reserved:
+                self._reserved.discard(key)
+
+    async def _node_vm(self, node: str, vm: str) -> dict[str, Any]:
+        try:
+            async with self._node_client(node) as client:
+                info = await client.get(f"/api/v1/vms/{_quote(vm)}")
+        except ApiCallError as exc:
+            if exc.status == 404:
+                raise ApiError(404, "vm_not_found", f"node {node}: {exc.message}") from None
+            raise ApiError(
+                502, "node_error", f"node {node} answered HTTP {exc.status}: {exc.message}"
+            ) from None
+        except SendenseError as exc:
+            raise ApiError(502, "node_unreachable", f"node {node} is unreachable: {exc}") from None
+        return _check_vm_info(node, vm, info)
+
+    def _plan(self, job: Job, disks: list[dict], ports: list[int]) -> list[dict[str, Any]]:
+        folder = self.repository / safe_name(job.vm) / job.id
+        specs = []
+        for i, (disk, port) in enumerate(zip(disks, ports, strict=True)):
+            specs.append(
+                {
+                    "disk_id": disk["disk_id"],
+                    "capacity": disk["capacity"],
+                    "nbd_port": port,
+                    "export_name": f"{safe_name(job.vm)}-{job.id[:8]}-disk{i}",
+                    "qcow2_path": str(folder / f"disk{i}.qcow2"),
+                }
+            )
+        if self.config.nbd.tls_psk:
+            job.key_dir = self.key_root / job.id
+            job.tls_username = f"sendense-{job.id[:8]}"
+        bind = self.export_options.bind
+        targets = ",".join(
+            f"{s['disk_id']}:nbd://{bind}:{s['nbd_port']}/{s['export_name']}" for s in specs
+        )
+        self.store.create_job(
+            {
+                "id": job.id,
+                "vm": job.vm,
+                "node": job.node,
+                "nbd_targets": targets,
+                "tls_username": job.tls_username,
+                "key_dir": str(job.key_dir) if job.key_dir else None,
+            },
+            specs,
+        )
+        return specs
+
+    async def _bring_up(self, job: Job, specs: list[dict[str, Any]], info: dict) -> None:
+        psk: str | None = None
+        try:
+            if job.key_dir is not None:
+                psk = self._write_psk(job)
+            await asyncio.gather(
+                *(create_image(Path(s["qcow2_path"]), s["capacity"]) for s in specs)
+            )
+            for s in specs:
+                export = await start_export(
+                    s["disk_id"],
+                    s["nbd_port"],
+                    s["export_name"],
+                    Path(s["qcow2_path"]),
+                    self.export_options,
+                    self._on_export_exit(job),
+                    tls_dir=job.key_dir,
+                )
+                job.exports[s["disk_id"]] = export
+                self.store.set_pid(s["nbd_port"], export.pid)
+            await asyncio.gather(*(e.wait_ready() for e in job.exports.values()))
+            if job.closing:
+                raise ExportError(self.store.job_row(job.id)["error"])  # type: ignore[index]
+            body = {
+                "job_id": job.id,
+                "vm": info.get("moref") or job.vm,
+                "nbd_targets": self.store.job_row(job.id)["nbd_targets"],  # type: ignore[index]
+                "nbd_tls": {"username": job.tls_username, "psk": psk} if psk else None,
+            }
+            job.node_started = True
+            await self._node_start(job, body)
+            if job.closing:
+                raise ExportError(self.store.job_row(job.id)["error"])  # type: ignore[index]
+            self.store.set_status(job.id, "running")
+        except ApiError as exc:
+            job.node_started = job.node_started and exc.status not in (400, 404, 409)
+            await self._terminate(job, "failed", exc.message)
+            raise
+        except ExportError as exc:
+            await self._terminate(job, "failed", str(exc))
+            raise ApiError(502, "export_failed", str(exc)) from None
+        except BaseException as exc:
+            await asyncio.shield(self._terminate(job, "failed", f"start interrupted: {exc!r}"))
+            raise
+
+    def _write_psk(self, job: Job) -> str:
+        assert job.key_dir is not None and job.tls_username is not None
+        self.key_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        psk = secrets.token_hex(32)
+        write_tls_dir(job.key_dir, job.tls_username, psk)
+        return psk
+
+    async def _node_start(self, job: Job, body: dict[str, Any]) -> None:
+        try:
+            async with self._node_client(job.node) as client:
+                await client.post("/api/v1/backup/start", body)
+        except ApiCallError as exc:
+            status = exc.status if exc.status in (400, 404, 409) else 502
+            raise ApiError(
+                status, exc.code, f"node {job.node} refused the backup: {exc.message}"
+            ) from None
+        except SendenseError as exc:
+            raise ApiError(
+                502, "node_unreachable", f"node {job.node} is unreachable: {exc}"
+            ) from None
+
+    # -- crash, cancel, stop --------------------------------------------------
+
+    def _on_export_exit(self, job: Job):
+        def on_exit(export: Export) -> None:
+            if job.closing:
+                return
+            reason = export.exit_reason()
+            log.error("backup %s: %s", job.id, reason)
+            self._spawn(self._terminate(job, "failed", reason))
+
+        return on_exit
+
+    async def _terminate(self, job: Job, status: str, reason: str | None) -> None:
+        if job.closing:
+            return
+        job.closing = True
+        try:
+            if job.node_started and status != "completed":
+                await self._tell_node_cancel(job)
+            await self._stop_exports(job)
+        finally:
+            self._release(job)
+            self.store.set_status(job.id, status, reason)
+
+    async def _stop_exports(self, job: Job) -> None:
+        results = await asyncio.gather(
+            *(e.stop() for e in job.exports.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("backup %s: stopping an export failed: %r", job.id, result)
+
+    def _release(self, job: Job) -> None:
+        self.allocator.release_job(job.id)
+        self.store.release_allocations(job.id)
+        if job.key_dir is not None:
+            shutil.rmtree(job.key_dir, ignore_errors=True)
+        self._jobs.pop(job.id, None)
+
+    async def _tell_node_cancel(self, job: Job) -> None:
+        # The node may not implement cancel or may be gone: the hub's own
+        # cleanup must never depend on it.
+        try:
+            async with self._node_client(job.node, timeout=5.0) as client:
+                await client.post(f"/api/v1/backup/{_quote(job.id)}/cancel")
+        except SendenseError as exc:
+            log.warning("backup %s: node %s did not take the cancel: %s", job.id, job.node, exc)
+
+    def _active_job(self, job_id: str) -> Job:
+        row = self.store.job_row(job_id)
+        if row is None:
+            raise ApiError(404, "backup_not_found", f"backup {job_id} does not exist")
+        job = self._jobs.get(job_id)
+        if row["status"] not in ACTIVE or job is None:
+            raise ApiError(409, "not_active", f"backup {job_id} is {row['status']}")
+        if job.closing:
+            raise ApiError(409, "finishing", f"backup {job_id} is already finishing")
+        return job
+
+    async def cancel(self, job_id: str, who: str) -> dict[str, Any]:
+        job = self._active_job(job_id)
+        await asyncio.shield(self._spawn(self._terminate(job, "cancelled", f"cancelled by {who}")))
+        return self.store.record(job_id) or {}
+
+    # -- progress and completion ----------------------------------------------
+
+    def progress(self, job_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        job = self._active_job(job_id)
+        known = set(job.exports)
+        for d in report["disks"]:
+            if d["disk_id"] not in known:
+                raise ApiError(422, "unknown_disk", f"backup {job_id} has no disk {d['disk_id']!r}")
+        self.store.record_progress(job_id, report.get("snapshot"), report["disks"])
+        if report["status"] in ("completed", "failed"):
+            job.closing = True
+            self._spawn(self._finish(job, report), interruptible=True)
+        return self.store.record(job_id) or {}
+
+    async def _finish(self, job: Job, report: dict[str, Any]) -> None:
+        """Flush, stop, free, then compare each qcow2's SHA-256 to the node's."""
+        try:
+            try:
+                flush_errors = await self._flush_all(job)
+            finally:
+                await asyncio.shield(self._stop_exports(job))
+                self._release(job)
+            if report["status"] == "failed":
+                reason = report.get("error") or "node reported failure"
+                self.store.set_status(job.id, "failed", f"node: {reason}")
+                return
+            if flush_errors:
+                self.store.set_status(job.id, "failed", "; ".join(flush_errors))
+                return
+            mismatches = await self._verify_disks(job.id)
+            if mismatches:
+                self.store.set_status(job.id, "failed", "; ".join(mismatches))
+            else:
+                self.store.set_status(job.id, "completed")
+        except BaseException as exc:
+            self.store.set_status(job.id, "failed", f"finalizing failed: {exc!r}")
+            raise
+
+    async def _flush_all(self, job: Job) -> list[str]:
+        results = await asyncio.gather(
+            *(e.flush(job.tls_username, job.psk_file) for e in job.exports.values()),
+            return_exceptions=True,
+        )
+        return [
+            str(r) if isinstance(r, ExportError) else f"{d}: {r!r}"
+            for d, r in zip(job.exports, results, strict=True)
+            if isinstance(r, BaseException)
+        ]
+
+    async def _hash(self, path: str) -> str:
+        async with self._hash_slots:
+            return await asyncio.to_thread(sha256_of_image, path)
+
+    async def _verify_disks(self, job_id: str) -> list[str]:
+        disks = self.store.disks(job_id)
+        digests = await asyncio.gather(
+            *(self._hash(d["qcow2_path"]) for d in disks), return_exceptions=True
+        )
+        problems = []
+        for d, digest in zip(disks, digests, strict=True):
+            if isinstance(digest, DigestError):
+                problems.append(f"{d['disk_id']}: {digest}")
+                continue
+            if isinstance(digest, BaseException):
+                raise digest
+            self.store.set_image_sha(job_id, d["disk_id"], digest)
+            if not d["sha256"]:
+                problems.append(f"{d['disk_id']}: node reported no sha256")
+            elif d["sha256"].lower() != digest:
+                problems.append(
+                    f"{d['disk_id']}: sha256 mismatch (node {d['sha256'][:16]}..., "
+                    f"qcow2 {digest[:16]}...)"
+                )
+        return problems
+
+    async def verify(self, job_id: str) -> dict[str, Any]:
+        """Re-read every qcow2 of a finished backup and compare to the recorded SHA-256."""
+        row = self.store.job_row(job_id)
+        if row is None:
+            raise ApiError(404, "backup_not_found", f"backup {job_id} does not exist")
+        if row["status"] in ACTIVE:
+            raise ApiError(409, "not_finished", f"backup {job_id} is still {row['status']}")
+        disks = self.store.disks(job_id)
+        digests = await asyncio.gather(
+            *(self._hash(d["qcow2_path"]) for d in disks), return_exceptions=True
+        )
+        results = []
+        for d, digest in zip(disks, digests, strict=True):
+            if isinstance(digest, BaseException) and not isinstance(digest, DigestError):
+                raise digest
+            ok = isinstance(digest, str) and bool(d["sha256"]) and d["sha256"].lower() == digest
+            results.append(
+                {
+                    "disk_id": d["disk_id"],
+                    "qcow2_path": d["qcow2_path"],
+                    "recorded_sha256": d["sha256"],
+                    "sha256": digest if isinstance(digest, str) else None,
+                    "match": ok,
+                    "error": str(digest) if isinstance(digest, DigestError) else None,
+                }
+            )
+        return {"id": job_id, "ok": all(r["match"] for r in results), "disks": results}
+
+    # -- start-up and shut-down -----------------------------------------------
+
+    async def reconcile(self) -> list[str]:
+        """After a restart: stop leftover qemu-nbd, free ports, fail unfinished jobs."""
+        for row in self.store.allocations():
+            pid = row["pid"]
+            if pid and _is_qemu_nbd(pid, row["port"]):
+                log.warning("stopping leftover qemu-nbd pid %d on port %d", pid, row["port"])
+                await _kill_pid(pid)
+            self.store.release_port(row["port"])
+        failed = self.store.active_jobs()
+        for job_id in failed:
+            self.store.set_status(job_id, "failed", "hub restarted")
+        if self.key_root.is_dir():
+            for child in self.key_root.iterdir():
+                shutil.rmtree(child, ignore_errors=True)
+        return failed
+
+    async def shutdown(self) -> None:
+        """Hub stopping: every job still in flight fails and every qemu-nbd stops."""
+        for task in list(self._interruptible):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(self._terminate(j, "failed", "hub stopped") for j in list(self._jobs.values())),
+            return_exceptions=True,
+        )
+        # Jobs whose own teardown was cut short still hold processes: stop them here.
+        for job in list(self._jobs.values()):
+            await self._stop_exports(job)
+            self._release(job)
+        for job_id in self.store.active_jobs():
+            self.store.set_status(job_id, "failed", "hub stopped")
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _check_vm_info(node: str, vm: str, info: object) -> dict[str, Any]:
+    def bad(why: str) -> ApiError:
+        return ApiError(502, "node_error", f"node {node} described VM {vm!r} badly: {why}")
+
+    if not isinstance(info, dict) or not isinstance(info.get("disks"), list):
+        raise bad("no disk list")
+    if not isinstance(info.get("name"), str) or not info["name"]:
+        raise bad("no name")
+    if not info["disks"]:
+        raise ApiError(422, "no_disks", f"VM {vm!r} has no disks to back up")
+    seen = set()
+    for disk in info["disks"]:
+        if not isinstance(disk, dict) or not isinstance(disk.get("disk_id"), str):
+            raise bad("a disk without disk_id")
+        capacity = disk.get("capacity")
+        if not isinstance(capacity, int) or capacity <= 0 or capacity % 512:
+            raise bad(f"{disk['disk_id']} capacity {capacity!r} is not a positive multiple of 512")
+        if disk["disk_id"] in seen or not re.fullmatch(r"[A-Za-z0-9._-]+", disk["disk_id"]):
+            raise bad(f"disk id {disk['disk_id']!r} is duplicated or unusable")
+        seen.add(disk["disk_id"])
+    return info
+
+
+def _is_qemu_nbd(pid: int, port: int) -> bool:
+    """Whether `pid` is still the qemu-nbd we started on `port` (pids get reused)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state == "Z":
+        return False
+    names = [os.path.basename(a.decode(errors="replace")) for a in argv]
+    if "qemu-nbd" not in names:
+        return False
+    args = [a.decode(errors="replace") for a in argv]
+    return any(
+        (a in ("-p", "--port") and i + 1 < len(args) and args[i + 1] == str(port))
+        or a == f"--port={port}"
+        for i, a in enumerate(args)
+    )
+
+
+async def _kill_pid(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        for _ in range(100):
+            if not _alive(pid):
+                return
+            await asyncio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

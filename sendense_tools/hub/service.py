@@ -1,0 +1,128 @@
+"""`sendense hub serve`: reconcile, serve the API, stop every qemu-nbd on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from sendense_tools import systemd
+from sendense_tools.api.server import serve_app
+from sendense_tools.config import load_config, read_secret
+from sendense_tools.errors import ConfigError
+from sendense_tools.hub.allocator import PortAllocator
+from sendense_tools.hub.api import make_app
+from sendense_tools.hub.config import HubConfig
+from sendense_tools.hub.exports import ExportOptions, effective_options
+from sendense_tools.hub.jobs import JobManager
+from sendense_tools.hub.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def read_tokens(config: HubConfig) -> tuple[str, dict[str, str]]:
+    """The admin token and one token per node (the admin token when a node has none)."""
+    admin = read_secret(config.api.token_file, "API token")
+    nodes = {
+        node: read_secret(entry.token_file, f"node {node} token") if entry.token_file else admin
+        for node, entry in config.nodes.items()
+    }
+    return admin, nodes
+
+
+class Hub:
+    """The running hub; `async with Hub(config)` in tests, `serve()` in production."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.jobs: JobManager | None = None
+        self._store: Store | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.config.api.listen
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        cfg = self.config
+        admin, node_tokens = read_tokens(cfg)
+        options = await asyncio.to_thread(
+            effective_options,
+            ExportOptions(
+                bind=cfg.nbd.bind,
+                shared=cfg.nbd.shared,
+                cache=cfg.nbd.cache,
+                aio=cfg.nbd.aio,
+                detect_zeroes=cfg.nbd.detect_zeroes,
+                ready_timeout=cfg.nbd.ready_timeout,
+            ),
+            cfg.repository.path,
+        )
+        self._store = Store(cfg.state.db)
+        self.jobs = JobManager(
+            cfg, self._store, PortAllocator(cfg.nbd.port_range, cfg.nbd.bind), options, node_tokens
+        )
+        failed = await self.jobs.reconcile()
+        if failed:
+            log.warning("marked %d unfinished backups failed: hub restarted", len(failed))
+        host, port = cfg.api.listen
+        try:
+            self._runner = await serve_app(make_app(self.jobs, admin, node_tokens), host, port)
+        except OSError as exc:
+            self._store.close()
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        log.info("hub API on %s (cache=%s aio=%s)", self.url, options.cache, options.aio)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.jobs is not None:
+            await self.jobs.shutdown()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> Hub:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def run(config: HubConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Hub(config):
+        systemd.notify("READY=1", "STATUS=serving")
+        interval = systemd.watchdog_interval()
+        pinger = asyncio.create_task(_watchdog(interval)) if interval else None
+        await stop.wait()
+        systemd.notify("STOPPING=1", "STATUS=stopping qemu-nbd exports")
+        if pinger is not None:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+
+
+def serve(config_path: str) -> None:
+    config = load_config(config_path, HubConfig)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(config))

@@ -1,0 +1,237 @@
+"""Backup records, disk results and port allocations in SQLite.
+
+Calls are short and made from the event loop thread only, so one connection
+serializes them; each change is one transaction, so a crash leaves either the
+old or the new state (the allocations table is what reconciliation trusts).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ACTIVE = ("pending", "running")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    vm TEXT NOT NULL,
+    node TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    error TEXT,
+    snapshot TEXT,
+    nbd_targets TEXT NOT NULL DEFAULT '',
+    tls_username TEXT,
+    key_dir TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS disks (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    idx INTEGER NOT NULL,
+    disk_id TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    nbd_port INTEGER,
+    export_name TEXT,
+    qcow2_path TEXT,
+    bytes_copied INTEGER NOT NULL DEFAULT 0,
+    bytes_total INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    sha256_qcow2 TEXT,
+    PRIMARY KEY (job_id, disk_id)
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    port INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    disk_id TEXT NOT NULL,
+    pid INTEGER
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        db = Path(path)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self, statements: list[tuple[str, tuple]]) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for sql, args in statements:
+                self._db.execute(sql, args)
+
+    # -- writes ---------------------------------------------------------------
+
+    def create_job(self, job: dict[str, Any], disks: list[dict[str, Any]]) -> None:
+        """The job, its disks and their port allocations, all in one transaction."""
+        stmts: list[tuple[str, tuple]] = [
+            (
+                "INSERT INTO jobs (id, vm, node, status, created_at, nbd_targets, tls_username,"
+                " key_dir) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                (job["id"], job["vm"], job["node"], now(), job["nbd_targets"],
+                 job.get("tls_username"), job.get("key_dir")),
+            )
+        ]  # fmt: skip
+        for i, d in enumerate(disks):
+            stmts.append(
+                (
+                    "INSERT INTO disks (job_id, idx, disk_id, capacity, nbd_port, export_name,"
+                    " qcow2_path, bytes_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job["id"], i, d["disk_id"], d["capacity"], d["nbd_port"],
+                     d["export_name"], d["qcow2_path"], d["capacity"]),
+                )
+            )  # fmt: skip
+            stmts.append(
+                (
+                    "INSERT INTO allocations (port, job_id, disk_id) VALUES (?, ?, ?)",
+                    (d["nbd_port"], job["id"], d["disk_id"]),
+                )
+            )
+        self._tx(stmts)
+
+    def set_pid(self, port: int, pid: int) -> None:
+        self._tx([("UPDATE allocations SET pid = ? WHERE port = ?", (pid, port))])
+
+    def set_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        finished = None if status in ACTIVE else now()
+        self._tx(
+            [
+                (
+                    "UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = ?"
+                    " WHERE id = ?",
+                    (status, error, finished, job_id),
+                )
+            ]
+        )
+
+    def record_progress(
+        self, job_id: str, snapshot: str | None, disks: list[dict[str, Any]]
+    ) -> None:
+        stmts: list[tuple[str, tuple]] = []
+        if snapshot is not None:
+            stmts.append(("UPDATE jobs SET snapshot = ? WHERE id = ?", (snapshot, job_id)))
+        for d in disks:
+            stmts.append(
+                (
+                    "UPDATE disks SET bytes_copied = ?, bytes_total = ?,"
+                    " sha256 = COALESCE(?, sha256) WHERE job_id = ? AND disk_id = ?",
+                    (d["bytes_copied"], d["bytes_total"], d.get("sha256"), job_id, d["disk_id"]),
+                )
+            )
+        self._tx(stmts)
+
+    def set_image_sha(self, job_id: str, disk_id: str, sha: str) -> None:
+        self._tx(
+            [
+                (
+                    "UPDATE disks SET sha256_qcow2 = ? WHERE job_id = ? AND disk_id = ?",
+                    (sha, job_id, disk_id),
+                )
+            ]
+        )
+
+    def release_allocations(self, job_id: str) -> None:
+        self._tx([("DELETE FROM allocations WHERE job_id = ?", (job_id,))])
+
+    def release_port(self, port: int) -> None:
+        self._tx([("DELETE FROM allocations WHERE port = ?", (port,))])
+
+    # -- reads ----------------------------------------------------------------
+
+    def allocations(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT port, job_id, disk_id, pid FROM allocations ORDER BY port")
+        return [dict(r) for r in rows]
+
+    def active_jobs(self) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE status IN (?, ?) ORDER BY created_at", ACTIVE
+        )
+        return [r["id"] for r in rows]
+
+    def active_job_for_vm(self, node: str, vm: str) -> str | None:
+        row = self._db.execute(
+            "SELECT id FROM jobs WHERE node = ? AND vm = ? AND status IN (?, ?)",
+            (node, vm, *ACTIVE),
+        ).fetchone()
+        return row["id"] if row else None
+
+    def job_row(self, job_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def disks(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM disks WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [dict(r) for r in rows]
+
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        """The public backup record (DESIGN.md fields)."""
+        job = self.job_row(job_id)
+        if job is None:
+            return None
+        return _public(job, self.disks(job_id))
+
+    def records(
+        self,
+        node: str | None = None,
+        status: str | None = None,
+        vm: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("node", node), ("status", status), ("vm", vm)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        jobs = [dict(r) for r in self._db.execute(sql, (*args, limit))]
+        return [_public(j, self.disks(j["id"])) for j in jobs]
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
+
+def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": job["id"],
+        "vm": job["vm"],
+        "node": job["node"],
+        "status": job["status"],
+        "created_at": job["created_at"],
+        "finished_at": job["finished_at"],
+        "error": job["error"],
+        "snapshot": job["snapshot"],
+        "nbd_targets_string": job["nbd_targets"],
+        "disk_results": [
+            {
+                "disk_id": d["disk_id"],
+                "capacity": d["capacity"],
+                "nbd_port": d["nbd_port"],
+                "export_name": d["export_name"],
+                "qcow2_path": d["qcow2_path"],
+                "bytes_copied": d["bytes_copied"],
+                "bytes_total": d["bytes_total"],
+                "sha256": d["sha256"],
+                "sha256_qcow2": d["sha256_qcow2"],
+            }
+            for d in disks
+        ],
+    }

@@ -1,0 +1,250 @@
+"""A hub in-process on free ports, and a stand-in node API (the real node is another component).
+
+The stand-in answers the node endpoints the hub calls and then plays the
+node's data path for real: it writes into the hub's qemu-nbd exports with
+libnbd (TLS-PSK) and PUTs the final report with SHA-256 per disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nbd
+import pytest
+from aiohttp import web
+
+from sendense_tools.config import parse_config
+from sendense_tools.hub.config import HubConfig
+from sendense_tools.hub.service import Hub
+from tests.fixtures.ports import free_port, free_port_range
+
+MiB = 1024 * 1024
+
+
+def write_secret(path: Path, value: str) -> str:
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+@dataclass
+class NodeServer:
+    """Answers GET /api/v1/vms/{vm}, POST /api/v1/backup/start and .../cancel."""
+
+    token: str
+    vms: dict[str, list[int]] = field(default_factory=dict)
+    starts: list[dict[str, Any]] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    start_status: int = 202
+    # Seconds GET /api/v1/vms/{vm} takes (a slow vCenter).
+    vm_delay: float = 0.0
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    def _check(self, request: web.Request) -> None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            raise web.HTTPUnauthorized()
+
+    async def vm(self, request: web.Request) -> web.Response:
+        self._check(request)
+        await asyncio.sleep(self.vm_delay)
+        name = request.match_info["vm"]
+        if name not in self.vms:
+            return web.json_response(
+                {"error": "vm_not_found", "message": f"VM {name} not found"}, status=404
+            )
+        disks = [
+            {"disk_id": f"disk{i}", "key": 2000 + i, "label": f"Hard disk {i + 1}",
+             "file": f"[LocalDS_0] {name}/{name}_{i}.vmdk", "capacity": cap}
+            for i, cap in enumerate(self.vms[name])
+        ]  # fmt: skip
+        return web.json_response({"name": name, "moref": f"vm-{name}", "disks": disks})
+
+    async def start(self, request: web.Request) -> web.Response:
+        self._check(request)
+        body = await request.json()
+        if self.start_status != 202:
+            return web.json_response(
+                {"error": "refused", "message": "test node refuses"}, status=self.start_status
+            )
+        self.starts.append(body)
+        return web.json_response({"job_id": body["job_id"], "status": "running"}, status=202)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        self._check(request)
+        self.cancels.append(request.match_info["job_id"])
+        return web.json_response({"status": "cancelled"})
+
+    async def __aenter__(self) -> NodeServer:
+        app = web.Application()
+        app.router.add_get("/api/v1/vms/{vm}", self.vm)
+        app.router.add_post("/api/v1/backup/start", self.start)
+        app.router.add_post("/api/v1/backup/{job_id}/cancel", self.cancel)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def start_for(self, job_id: str) -> dict[str, Any]:
+        return next(s for s in self.starts if s["job_id"] == job_id)
+
+
+def targets(nbd_targets: str) -> dict[str, str]:
+    return dict(item.split(":", 1) for item in nbd_targets.split(","))
+
+
+def open_export(uri: str, tls: dict | None) -> nbd.NBD:
+    """A libnbd handle on a hub export, with the job's PSK when given."""
+    handle = nbd.NBD()
+    if tls is not None:
+        fd, psk = tempfile.mkstemp()
+        os.write(fd, f"{tls['username']}:{tls['psk']}\n".encode())
+        os.close(fd)
+        try:
+            handle.set_tls(nbd.TLS_REQUIRE)
+            handle.set_tls_username(tls["username"])
+            handle.set_tls_psk_file(psk)
+            handle.connect_uri(uri)
+        finally:
+            os.unlink(psk)
+    else:
+        handle.connect_uri(uri)
+    return handle
+
+
+def write_disk(uri: str, tls: dict | None, seed: int) -> str:
+    """Write a few MiB of seeded data at two offsets; return the SHA-256 of the whole disk."""
+    handle = open_export(uri, tls)
+    size = handle.get_size()
+    chunks = {0: bytes([seed % 251 + 1]) * MiB, size // 2: os.urandom(2 * MiB)}
+    for offset, data in chunks.items():
+        handle.pwrite(data, offset)
+    handle.flush()
+    handle.shutdown()
+    digest = hashlib.sha256()
+    pos = 0
+    for offset, data in sorted(chunks.items()):
+        digest.update(bytes(offset - pos))
+        digest.update(data)
+        pos = offset + len(data)
+    digest.update(bytes(size - pos))
+    return digest.hexdigest()
+
+
+@dataclass
+class HubHarness:
+    hub: Hub
+    node: NodeServer
+    tokens: dict[str, str]
+    port_range: tuple[int, int]
+    session: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return self.hub.url
+
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token or self.tokens['admin']}"}
+        async with self.session.request(
+            method, self.url + path, json=body, headers=headers
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def record(self, backup_id: str) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/api/v1/backups/{backup_id}")
+        assert status == 200, body
+        return body
+
+    async def wait_status(self, backup_id: str) -> dict[str, Any]:
+        """The record once it is final (generous bound: the machine is shared)."""
+        async with asyncio.timeout(120):
+            while True:
+                record = await self.record(backup_id)
+                if record["status"] not in ("pending", "running"):
+                    return record
+                await asyncio.sleep(0.05)
+
+    async def finish(
+        self, backup_id: str, corrupt: str | None = None, status: str = "completed"
+    ) -> None:
+        """Play the node: write every disk, then PUT the final report."""
+        start = self.node.start_for(backup_id)
+        disks = []
+        for i, (disk_id, uri) in enumerate(targets(start["nbd_targets"]).items()):
+            sha = await asyncio.to_thread(write_disk, uri, start["nbd_tls"], i)
+            if disk_id == corrupt:
+                sha = hashlib.sha256(b"not this disk").hexdigest()
+            disks.append({"disk_id": disk_id, "bytes_copied": 3 * MiB, "bytes_total": 3 * MiB,
+                          "sha256": sha})  # fmt: skip
+        report = {"status": status, "snapshot": "snapshot-1", "error": None, "disks": disks}
+        if status == "failed":
+            report["error"] = "source read failed"
+        code, body = await self.call(
+            "PUT", f"/api/v1/backups/{backup_id}/progress", report, token=self.node.token
+        )
+        assert code == 202, body
+
+
+def hub_config(
+    tmp_path: Path, port_range: tuple[int, int], node_url: str, **nbd: Any
+) -> tuple[dict, dict[str, str]]:
+    """hub.toml content and the tokens {"admin", "node1", "node2"} it names."""
+    tokens = {who: f"{who}-{os.urandom(8).hex()}" for who in ("admin", "node1", "node2")}
+    admin = write_secret(tmp_path / "admin-token", tokens["admin"])
+    node_token = write_secret(tmp_path / "node1-token", tokens["node1"])
+    other_token = write_secret(tmp_path / "node2-token", tokens["node2"])
+    return {
+        "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": admin},
+        "nbd": {"port_range": f"{port_range[0]}-{port_range[1]}", **nbd},
+        "repository": {"path": str(tmp_path / "repository")},
+        "state": {"db": str(tmp_path / "state" / "hub.db")},
+        "nodes": {
+            "node1": {"api_url": node_url, "token_file": node_token},
+            "node2": {"api_url": "http://127.0.0.1:9", "token_file": other_token},
+        },
+    }, tokens
+
+
+@pytest.fixture
+async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: `await make_hub(ports=8, **nbd_keys)` -> HubHarness (hub + node stand-in)."""
+    stack: list[Any] = []
+
+    async def make(ports: int = 8, **nbd_keys: Any) -> HubHarness:
+        rng = free_port_range(ports)
+        node = NodeServer(token="")
+        await node.__aenter__()
+        stack.append(node)
+        raw, tokens = hub_config(tmp_path, rng, node.url, **nbd_keys)
+        node.token = tokens["node1"]
+        hub = Hub(parse_config(raw, HubConfig))
+        await hub.start()
+        stack.append(hub)
+        session = aiohttp.ClientSession()
+        stack.append(session)
+        return HubHarness(hub, node, tokens, rng, session)
+
+    yield make
+    for item in reversed(stack):
+        if isinstance(item, Hub):
+            await item.stop()
+        elif isinstance(item, aiohttp.ClientSession):
+            await item.close()
+        else:
+            await item.__aexit__(None, None, None)

@@ -1,0 +1,46 @@
+"""sd_notify over a real unix datagram socket, watchdog parsing, Prometheus text."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from sendense_tools import systemd
+from sendense_tools.hub.allocator import PoolMetrics
+from sendense_tools.hub.metrics import nbd_metrics, prometheus
+
+
+def test_notify_sends_one_datagram_to_notify_socket(tmp_path, monkeypatch):
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert systemd.notify("READY=1", "STATUS=serving") is True
+        assert sock.recv(1024) == b"READY=1\nSTATUS=serving"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert systemd.notify("READY=1") is False
+
+
+def test_watchdog_interval_is_half_the_timeout_for_this_process_only(monkeypatch):
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert systemd.watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert systemd.watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    assert systemd.watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setenv("WATCHDOG_USEC", "junk")
+    assert systemd.watchdog_interval() is None
+
+
+def test_pool_metrics_and_prometheus_text():
+    pool = PoolMetrics(total=101, allocated=3, available=98)
+    assert nbd_metrics(pool, 3) == {"total": 101, "allocated": 3, "available": 98,
+                                    "utilization": 0.0297, "qemu_nbd_processes": 3}  # fmt: skip
+    text = prometheus(pool, 3, {"completed": 2})
+    samples = dict(l.rsplit(" ", 1) for l in text.splitlines() if not l.startswith("#"))  # noqa: E741
+    assert samples["sendense_hub_nbd_ports_available"] == "98"
+    assert samples['sendense_hub_backups{status="completed"}'] == "2"
+    assert samples['sendense_hub_backups{status="failed"}'] == "0"
+    assert "# TYPE sendense_hub_qemu_nbd_processes gauge" in text
