@@ -28,7 +28,7 @@ cli.add_command(backup)
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        rv = cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -44,3 +44,4 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("sendense: interrupted", err=True)
         sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
 
@@ -13,6 +15,8 @@ class HubSection(Strict):
     user: str = "sdt-node1"
     key_file: str = "/etc/sendense/tunnel/id_ed25519"
     known_hosts: str = "/etc/sendense/tunnel/known_hosts"
+    # Bounds one connection attempt (TCP connect + key exchange + auth).
+    connect_timeout: float = Field(default=15, gt=0)
 
 
 class ForwardsSection(Strict):
@@ -21,11 +25,27 @@ class ForwardsSection(Strict):
     reverse_port: int = Field(default=9081, ge=1, le=65535)
     reverse_target: HostPort = ("127.0.0.1", 8081)
     bind: str = "127.0.0.1"
+    # A client that connects while the hub is unreachable waits this long for
+    # the tunnel to come back, then is closed: it never hangs forever.
+    outage_wait: float = Field(default=10, ge=0)
+
+    @field_validator("bind")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        # The forwards carry unauthenticated NBD: never expose them off the host.
+        try:
+            if ipaddress.ip_address(value).is_loopback:
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f"bind {value!r} is not a loopback address")
 
 
 class BackoffSection(Strict):
     initial: float = Field(default=5, gt=0)
     max: float = Field(default=60, gt=0)
+    # A connection that stayed up this long resets the delay to `initial`.
+    reset_after: float = Field(default=60, gt=0)
 
 
 class KeepaliveSection(Strict):

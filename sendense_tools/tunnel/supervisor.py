@@ -1,0 +1,264 @@
+"""The tunnel supervisor: keeps the SSH connection(s) up and the forwards usable.
+
+One task per SSH connection ("slot") connects, serves until the connection
+is lost, then waits out an exponential backoff and tries again; the local
+listeners are bound once and survive every reconnect. Connection 0 also
+carries the reverse forward to the node API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncssh
+
+from sendense_tools import systemd
+from sendense_tools.config import port_list
+from sendense_tools.tunnel.backoff import Backoff
+from sendense_tools.tunnel.config import TunnelConfig
+from sendense_tools.tunnel.events import log_event
+from sendense_tools.tunnel.forwarder import LocalForwards
+from sendense_tools.tunnel.ssh import HostKeyMismatch, connect, describe_error
+from sendense_tools.tunnel.status import TunnelStatus, write_status
+
+# Bounds the goodbye to the hub on shutdown so SIGTERM always ends within 5 s.
+CLOSE_TIMEOUT = 2.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Slot:
+    index: int
+    conn: asyncssh.SSHClientConnection | None = None
+    ever_up: bool = False
+
+
+class Supervisor:
+    def __init__(self, cfg: TunnelConfig) -> None:
+        self.cfg = cfg
+        fw = cfg.forwards
+        self.ports = [*port_list(fw.nbd_ports), fw.api_port]
+        self.slots = [_Slot(i) for i in range(cfg.tuning.connections)]
+        self.forwards = LocalForwards(
+            fw.bind,
+            self.ports,
+            self.acquire,
+            window=cfg.tuning.window,
+            max_pktsize=cfg.tuning.max_pktsize,
+        )
+        self.status = TunnelStatus(
+            hub=f"{cfg.hub.host}:{cfg.hub.port}",
+            pid=os.getpid(),
+            connections=len(self.slots),
+            forwards_total=len(self.ports) + 1,
+        )
+        self._any_up = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._round_robin = itertools.count()
+        self._ready_sent = False
+
+    # -- used by the forwarder -------------------------------------------------
+
+    async def acquire(self) -> asyncssh.SSHClientConnection | None:
+        """A live connection (round robin, so the channels of one disk spread over
+        every SSH connection), waiting up to outage_wait for one to come back."""
+        deadline = time.monotonic() + self.cfg.forwards.outage_wait
+        while not self._stopping.is_set():
+            live = [s.conn for s in self.slots if s.conn is not None]
+            if live:
+                return live[next(self._round_robin) % len(live)]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._any_up.wait(), remaining)
+        return None
+
+    # -- life cycle --------------------------------------------------------------
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log_event("stopping", reason="signal")
+            self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        fw = self.cfg.forwards
+        await self.forwards.start()
+        log_event(
+            "listening",
+            bind=fw.bind,
+            nbd_ports=f"{fw.nbd_ports[0]}-{fw.nbd_ports[1]}",
+            api_port=fw.api_port,
+            forwards=self.forwards.bound,
+        )
+        self._publish()
+        tasks = [asyncio.create_task(self._slot_loop(slot)) for slot in self.slots]
+        watchdog = asyncio.create_task(self._watchdog())
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            # A connection loop only returns on stop; one that raised is a bug,
+            # and exiting non-zero lets systemd restart us.
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    log_event("crashed", "error", error=repr(task.exception()))
+                    raise task.exception()
+        finally:
+            stopping.cancel()
+            systemd.notify("STOPPING=1")
+            for task in [*tasks, watchdog]:
+                task.cancel()
+            await asyncio.gather(*tasks, watchdog, return_exceptions=True)
+            await self.forwards.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self.status.backoff_seconds = None
+            self.status.next_attempt_at = None
+            self._publish()
+            log_event("stopped")
+
+    async def _slot_loop(self, slot: _Slot) -> None:
+        backoff = Backoff(self.cfg.backoff.initial, self.cfg.backoff.max)
+        hub = self.status.hub
+        while not self._stopping.is_set():
+            log_event("connecting", hub=hub, connection=slot.index)
+            try:
+                conn, client = await connect(self.cfg)
+            except HostKeyMismatch as exc:
+                error = str(exc)
+                log_event("host_key_rejected", "error", hub=hub, error=error)
+            except (OSError, asyncssh.Error, TimeoutError, ValueError) as exc:
+                error = describe_error(exc)
+                log_event("connect_failed", "warning", hub=hub, connection=slot.index, error=error)
+            else:
+                started = time.monotonic()
+                await self._serve(slot, conn)
+                if self._stopping.is_set():
+                    return
+                if time.monotonic() - started >= self.cfg.backoff.reset_after:
+                    backoff.reset()
+                reason = client.lost_reason
+                error = describe_error(reason) if reason else "connection closed by the hub"
+                log_event("connection_lost", "warning", hub=hub, connection=slot.index, error=error)
+            self.status.failed_attempts += 1
+            self.status.last_error = error
+            self.status.last_error_at = _now()
+            delay = backoff.next_delay()
+            self.status.backoff_seconds = round(delay, 2)
+            self.status.next_attempt_at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(
+                timespec="seconds"
+            )
+            self._publish()
+            log_event("retry_scheduled", connection=slot.index, delay=f"{delay:.2f}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _serve(self, slot: _Slot, conn: asyncssh.SSHClientConnection) -> None:
+        slot.conn = conn
+        if slot.ever_up:
+            self.status.reconnects += 1
+        slot.ever_up = True
+        self.status.failed_attempts = 0
+        self.status.backoff_seconds = None
+        self.status.next_attempt_at = None
+        self._any_up.set()
+        log_event("connected", hub=self.status.hub, connection=slot.index)
+        reverse = asyncio.create_task(self._reverse_loop(conn)) if slot.index == 0 else None
+        self._publish()
+        if not self._ready_sent:
+            self._ready_sent = True
+            systemd.notify("READY=1")
+        closed = asyncio.ensure_future(conn.wait_closed())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            slot.conn = None
+            if not any(s.conn for s in self.slots):
+                self._any_up.clear()
+            if reverse is not None:
+                reverse.cancel()
+                await asyncio.gather(reverse, return_exceptions=True)
+                self.status.reverse_up = False
+            conn.close()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(closed, CLOSE_TIMEOUT)
+            self._publish()
+
+    async def _reverse_loop(self, conn: asyncssh.SSHClientConnection) -> None:
+        fw = self.cfg.forwards
+        target_host, target_port = fw.reverse_target
+        backoff = Backoff(self.cfg.backoff.initial, self.cfg.backoff.max)
+        while True:
+            try:
+                # "127.0.0.1" literally: the hub's permitlisten compares the bind
+                # host as a string, and an empty host would be sent as "localhost".
+                listener = await conn.forward_remote_port(
+                    "127.0.0.1", fw.reverse_port, target_host, target_port
+                )
+            except asyncssh.ChannelListenError as exc:
+                # Often the hub still holds the port for our previous, dead session.
+                error = f"hub refused reverse forward 127.0.0.1:{fw.reverse_port}: {exc}"
+                self.status.last_error = error
+                self.status.last_error_at = _now()
+                self._publish()
+                log_event("reverse_refused", "error", error=error)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except (asyncssh.Error, OSError):
+                return  # the connection itself went away; the slot loop handles it
+            self.status.reverse_up = True
+            self._publish()
+            log_event(
+                "reverse_up",
+                listen=f"127.0.0.1:{fw.reverse_port}",
+                target=f"{target_host}:{target_port}",
+            )
+            await listener.wait_closed()
+            self.status.reverse_up = False
+            return
+
+    async def _watchdog(self) -> None:
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return
+        # Healthy = the event loop answers and every connection loop is alive
+        # (connected, or retrying on its schedule): a hub outage is not ours to fix
+        # by restarting, and a crashed loop ends the process anyway.
+        while True:
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _publish(self) -> None:
+        st = self.status
+        up = sum(1 for s in self.slots if s.conn is not None)
+        was_connected = st.connected
+        st.connections_up = up
+        st.connected = up == len(self.slots)
+        if st.connected and not was_connected:
+            st.since = _now()
+        elif not st.connected:
+            st.since = None
+        st.forwards_up = (len(self.ports) if up else 0) + (1 if st.reverse_up else 0)
+        st.updated_at = _now()
+        write_status(self.cfg.status.file, st)
+        state = "connected" if st.connected else f"disconnected ({st.last_error})"
+        systemd.notify(f"STATUS={state}; {st.forwards_up}/{st.forwards_total} forwards up")
+
+
+def run_tunnel(cfg: TunnelConfig) -> None:
+    asyncio.run(Supervisor(cfg).run())
