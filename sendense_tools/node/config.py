@@ -22,6 +22,12 @@ class HubSection(Strict):
     api_url: str = "http://127.0.0.1:8082"
     # Token this node presents to the hub; defaults to the node API token.
     token_file: str | None = None
+    # Seconds between running-progress reports to the hub (the final one is sent at once).
+    report_interval: float = Field(default=1.0, gt=0, le=60)
+    # Where this node's tunnel binds its NBD forwards ([forwards].bind of
+    # tunnel.toml). The hub names its own bind address in nbd_targets; the node
+    # connects to the same port on this address. Empty: use the targets as given.
+    nbd_host: str = ""
 
 
 class VcenterSection(Strict):
@@ -32,6 +38,8 @@ class VcenterSection(Strict):
     thumbprint: str = ""
     # Only when named explicitly: skip certificate verification (labs only).
     insecure: bool = False
+    # CA bundle to verify vCenter with; empty = the system store.
+    ca_file: str = ""
 
 
 class BackupSection(Strict):
@@ -41,6 +49,8 @@ class BackupSection(Strict):
     # Where the `file` transport finds disk images: <dir>/<vm>/<disk file name>.
     file_root: str = ""
     vddk_libdir: str = "/opt/vmware-vix-disklib-distrib"
+    # How long a disk copy keeps retrying dropped NBD connections (tunnel outages).
+    retry_for: float = Field(default=300.0, gt=0)
 
 
 class NodeConfig(Strict):

@@ -1,0 +1,237 @@
+"""One VM backup: ONE snapshot, every disk copied concurrently, snapshot always removed.
+
+vSphere calls are blocking (pyvmomi) and run in worker threads; the copy
+engine is asyncio. The snapshot is removed in a `finally` that survives
+asyncio cancellation (the node's cancel and SIGTERM both cancel the task):
+the removal runs to completion in its thread and the cancellation is
+re-raised afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypeVar
+
+from sendense_tools.backup.sources import open_source
+from sendense_tools.backup.targets import BackupError, match_targets
+from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.copy import CopyCancelled, CopyProgress, CopyResult, copy_disk
+from sendense_tools.nbd.endpoint import NbdEndpoint
+from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
+from sendense_tools.vsphere.inventory import DiskInfo, VmInfo, describe_vm, find_vm
+from sendense_tools.vsphere.snapshots import (
+    SnapshotRef,
+    create_snapshot,
+    remove_leftovers,
+    remove_snapshot,
+    snapshot_disks,
+    snapshot_name,
+)
+
+T = TypeVar("T")
+Transport = Literal["https", "vddk", "file"]
+# vCenter drops an idle session after 30 minutes; touching it more often keeps
+# the cookie the https transport uses valid for the whole copy.
+KEEPALIVE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    transport: Transport = "https"
+    connections_per_disk: int = 2
+    quiesce: bool = False
+    file_root: str = ""
+    vddk_libdir: str = "/opt/vmware-vix-disklib-distrib"
+    # Needed by the vddk transport only (nbdkit reads the password from it).
+    password_file: str = ""
+    retry_for: float = 300.0
+
+
+@dataclass
+class DiskOutcome:
+    disk_id: str
+    capacity: int
+    bytes_copied: int
+    bytes_zero: int
+    sha256: str
+    seconds: float
+    retries: int
+
+    @classmethod
+    def of(cls, r: CopyResult) -> DiskOutcome:
+        return cls(
+            r.disk_id, r.capacity, r.bytes_copied, r.bytes_zero, r.sha256, r.seconds, r.retries
+        )
+
+
+@dataclass
+class BackupOutcome:
+    vm: str
+    moref: str
+    snapshot: str
+    seconds: float
+    disks: list[DiskOutcome]
+    leftovers_removed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Hooks:
+    """Callbacks for callers that report (CLI progress bars, the node's hub reports)."""
+
+    on_progress: Callable[[CopyProgress], None] | None = None
+    on_vm: Callable[[VmInfo], None] | None = None
+    on_snapshot: Callable[[str], None] | None = None
+
+
+async def finish_blocking(fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
+    """Run a blocking vSphere step to its end even if this task is cancelled meanwhile.
+
+    Returns (result, cancelled): a CreateSnapshot whose task got cancelled
+    while it ran still hands back the snapshot, so the caller can remove it
+    before passing the cancellation on.
+    """
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(fut), cancelled
+        except asyncio.CancelledError:
+            if fut.done():
+                raise
+            cancelled = True
+
+
+async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """finish_blocking, then deliver a cancellation that arrived meanwhile."""
+    result, cancelled = await finish_blocking(fn, *args)
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+async def _keepalive(session: VsphereSession) -> None:
+    while True:
+        await asyncio.sleep(KEEPALIVE_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(session.keepalive)
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def backup_vm(
+    params: VcenterParams,
+    vm: str,
+    targets: dict[str, NbdEndpoint],
+    job_id: str,
+    options: BackupOptions = BackupOptions(),
+    hooks: Hooks = Hooks(),  # noqa: B008 - stateless default
+    cancel: asyncio.Event | None = None,
+) -> BackupOutcome:
+    """Back up every disk of `vm` to `targets` from ONE snapshot named sendense-<job_id>."""
+    started = time.monotonic()
+    session, cancelled = await finish_blocking(VsphereSession.connect, params)
+    try:
+        if cancelled:
+            raise asyncio.CancelledError
+        info = await run_blocking(describe_vm, session, vm)
+        if hooks.on_vm:
+            hooks.on_vm(info)
+        match_targets(info.disks, targets)
+        vm_obj = await run_blocking(find_vm, session, info.moref)
+        leftovers = await run_blocking(remove_leftovers, session, vm_obj)
+        name = snapshot_name(job_id)
+        snap: SnapshotRef
+        snap, cancelled = await finish_blocking(
+            create_snapshot, session, vm_obj, name, options.quiesce
+        )
+        if hooks.on_snapshot:
+            hooks.on_snapshot(name)
+        try:
+            if cancelled:
+                raise asyncio.CancelledError
+            results = await _copy_all(session, info, snap, targets, options, hooks, cancel)
+        except BaseException as exc:
+            try:
+                await run_blocking(remove_snapshot, session, snap)
+            except SendenseError as rm:
+                # Both matter: why the copy stopped, and that a snapshot was left behind.
+                raise BackupError(f"{exc or type(exc).__name__}; also {rm}") from None
+            raise
+        await run_blocking(remove_snapshot, session, snap)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(session.close))
+    return BackupOutcome(
+        vm=info.name,
+        moref=info.moref,
+        snapshot=name,
+        seconds=time.monotonic() - started,
+        disks=[DiskOutcome.of(results[d.disk_id]) for d in info.disks],
+        leftovers_removed=leftovers,
+    )
+
+
+async def _copy_all(
+    session: VsphereSession,
+    info: VmInfo,
+    snap: SnapshotRef,
+    targets: dict[str, NbdEndpoint],
+    options: BackupOptions,
+    hooks: Hooks,
+    cancel: asyncio.Event | None,
+) -> dict[str, CopyResult]:
+    frozen = await run_blocking(snapshot_disks, session, snap)
+    by_key = {d.key: d for d in frozen}
+    results: dict[str, CopyResult] = {}
+    keepalive = asyncio.create_task(_keepalive(session))
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            sources: dict[str, NbdEndpoint] = {}
+            for disk in info.disks:
+                snap_disk = by_key.get(disk.key)
+                if snap_disk is None:
+                    raise BackupError(f"{disk.disk_id} ({disk.label}) is missing from the snapshot")
+                source = await open_source(session, info, snap, snap_disk, options)
+                sources[disk.disk_id] = await stack.enter_async_context(source)
+
+            async def one(disk: DiskInfo) -> None:
+                try:
+                    results[disk.disk_id] = await copy_disk(
+                        disk.disk_id,
+                        sources[disk.disk_id],
+                        targets[disk.disk_id],
+                        connections=options.connections_per_disk,
+                        on_progress=hooks.on_progress,
+                        cancel=cancel,
+                        retry_for=options.retry_for,
+                    )
+                except CopyCancelled:
+                    raise
+                except SendenseError as exc:
+                    text = str(exc)
+                    if disk.disk_id not in text:
+                        text = f"{disk.disk_id}: {text}"
+                    raise BackupError(text) from None
+
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for disk in info.disks:
+                        tg.create_task(one(disk))
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+    finally:
+        keepalive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keepalive
+    return results

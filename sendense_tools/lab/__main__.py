@@ -1,0 +1,3 @@
+from sendense_tools.lab.cli import main
+
+main()

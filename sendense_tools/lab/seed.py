@@ -1,0 +1,165 @@
+"""Seed a simulator VM with N disks of known content (tests and the lab).
+
+The VM's existing disks are replaced by new ones of the given sizes through
+ReconfigVM; each disk's -flat.vmdk then receives a reproducible pattern of
+random and zero regions, written straight into the datastore directory when
+it is on this machine, or uploaded through the /folder URL otherwise.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from pyVmomi import vim
+
+from sendense_tools.lab.pattern import content_sha256, iter_content, write_sparse_file
+from sendense_tools.vsphere.connection import VsphereError, VsphereSession, ssl_context
+from sendense_tools.vsphere.datastore import folder_url
+from sendense_tools.vsphere.inventory import (
+    datacenter_path,
+    disks_of_devices,
+    find_vm,
+    split_datastore_file,
+)
+from sendense_tools.vsphere.props import read_props, wait_task
+from sendense_tools.vsphere.snapshots import list_snapshots, remove_snapshot
+
+SIZE_RE = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)(?:i?B)?$", re.IGNORECASE)
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+@dataclass(frozen=True)
+class SeededDisk:
+    disk_id: str
+    key: int
+    file: str
+    capacity: int
+    sha256: str
+
+
+def parse_size(text: str) -> int:
+    m = SIZE_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"disk size {text!r} is not like 64M, 2G or 1048576")
+    size = int(m["n"]) * UNITS[m["unit"].upper()]
+    if size <= 0 or size % 1024:
+        raise ValueError(f"disk size {text!r} must be a positive multiple of 1 KiB")
+    return size
+
+
+def parse_sizes(text: str) -> list[int]:
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("no disk sizes given")
+    return [parse_size(p) for p in parts]
+
+
+def _scsi_controller(devices: list) -> vim.vm.device.VirtualSCSIController:
+    for d in devices:
+        if isinstance(d, vim.vm.device.VirtualSCSIController):
+            return d
+    raise VsphereError("the VM has no SCSI controller to attach disks to")
+
+
+def replace_disks(session: VsphereSession, vm: vim.VirtualMachine, sizes: list[int]) -> None:
+    devices = read_props(session, vm, ["config.hardware.device"])["config.hardware.device"]
+    ctl = _scsi_controller(devices)
+    changes = [
+        vim.vm.device.VirtualDeviceSpec(operation="remove", fileOperation="destroy", device=d)
+        for d in devices
+        if isinstance(d, vim.vm.device.VirtualDisk)
+    ]
+    # SCSI unit 7 is the controller itself.
+    units = [u for u in range(16) if u != 7][: len(sizes)]
+    if len(units) < len(sizes):
+        raise VsphereError("at most 15 disks fit on one SCSI controller")
+    for n, (size, unit) in enumerate(zip(sizes, units, strict=True)):
+        backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+            diskMode="persistent", thinProvisioned=True, fileName=""
+        )
+        disk = vim.vm.device.VirtualDisk(
+            key=-(n + 1),
+            controllerKey=ctl.key,
+            unitNumber=unit,
+            capacityInBytes=size,
+            capacityInKB=size // 1024,
+            backing=backing,
+        )
+        changes.append(
+            vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk)
+        )
+    task = session.call(vm.ReconfigVM_Task, vim.vm.ConfigSpec(deviceChange=changes))
+    wait_task(session, task, "add disks")
+
+
+def _local_datastore_dir(session: VsphereSession, vm: vim.VirtualMachine, ds_name: str) -> str:
+    """The datastore's directory when it is on this machine, else ""."""
+    for ds in read_props(session, vm, ["datastore"]).get("datastore", []):
+        p = read_props(session, ds, ["name", "info.url"])
+        if p.get("name") == ds_name:
+            url = p.get("info.url", "")
+            path = urlsplit(url).path if "://" in url else url
+            return path if path and os.path.isdir(path) else ""
+    return ""
+
+
+def _upload(session: VsphereSession, url: str, capacity: int, seed: str) -> None:
+    parts = urlsplit(url)
+    conn = http.client.HTTPSConnection(
+        parts.hostname, parts.port or 443, context=ssl_context(session.params), timeout=300
+    )
+    try:
+        conn.putrequest("PUT", f"{parts.path}?{parts.query}")
+        conn.putheader("Cookie", session.session_cookie())
+        conn.putheader("Content-Length", str(capacity))
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.endheaders()
+        for chunk in iter_content(capacity, seed):
+            conn.send(chunk)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status not in (200, 201, 204):
+            raise VsphereError(f"upload to {parts.path} failed: HTTP {resp.status}")
+    finally:
+        conn.close()
+
+
+def seed_vm(
+    session: VsphereSession,
+    vm_name: str,
+    sizes: list[int],
+    seed: str = "sendense",
+    upload: bool = False,
+) -> list[SeededDisk]:
+    """Give `vm_name` exactly len(sizes) disks filled with the pattern; return their SHA-256s.
+
+    `upload` forces the /folder PUT even when the datastore directory is local.
+    """
+    vm = find_vm(session, vm_name)
+    for snap in list_snapshots(session, vm):
+        remove_snapshot(session, snap)
+    replace_disks(session, vm, sizes)
+    devices = read_props(session, vm, ["config.hardware.device"])["config.hardware.device"]
+    disks = disks_of_devices(devices)
+    dc = datacenter_path(session, vm)
+    out = []
+    for disk in disks:
+        ds_name, path = split_datastore_file(disk.file)
+        disk_seed = f"{seed}:{vm_name}:{disk.disk_id}"
+        local = "" if upload else _local_datastore_dir(session, vm, ds_name)
+        if local:
+            flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
+            digest = write_sparse_file(flat, disk.capacity, disk_seed)
+        else:
+            _upload(session, folder_url(session.endpoint, dc, disk.file), disk.capacity, disk_seed)
+            digest = content_sha256(disk.capacity, disk_seed)
+        out.append(SeededDisk(disk.disk_id, disk.key, disk.file, disk.capacity, digest))
+    return out
+
+
+def seeded_as_dicts(disks: list[SeededDisk]) -> list[dict]:
+    return [asdict(d) for d in disks]

@@ -1,0 +1,558 @@
+"""Copy one disk from an NBD source to an NBD target with libnbd.
+
+Layout: W worker threads, each with one source handle and its share of the target handles,
+runs its own poll loop with many requests in flight (libnbd releases the GIL around every C
+call, so the threads really overlap). A planner hands out ranges in offset order from the
+source's base:allocation map; zero ranges are skipped on a fresh target. Data is hashed in
+offset order on a separate thread while it is written. Any dropped connection stops the
+attempt; the copy reconnects with backoff and resumes from the last flushed position, so a
+target that was restarted (and lost unflushed writes) still ends up bit-identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import nbd
+
+from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.connect import (
+    NbdFailure,
+    PskFile,
+    Stopped,
+    close_handle,
+    describe,
+    io_failure,
+    open_handle,
+)
+from sendense_tools.nbd.endpoint import NbdEndpoint
+from sendense_tools.nbd.hasher import OrderedHasher
+from sendense_tools.nbd.planner import Chunk, Planner
+
+REQUEST_SIZE = 256 << 10  # nbdcopy's default; much larger requests measured slower
+REQUESTS_PER_WORKER = 32
+SPARSE_SIZE = 4096  # zero detection granularity inside data
+HASH_BACKLOG = 64 << 20  # data read ahead of the hasher (it lags behind long zero ranges)
+CHECKPOINT_BYTES = 512 << 20  # flush this often: the most a restarted target makes us redo
+STALL_TIMEOUT = 120.0  # requests in flight and no reply for this long: treat as a dead link
+BACKOFF_START = 0.5
+BACKOFF_MAX = 5.0
+PROGRESS_INTERVAL = 0.2
+
+_IN = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+class CopyError(SendenseError):
+    """The copy failed; the message is one line naming the disk."""
+
+
+class CopyCancelled(SendenseError):
+    """The copy was cancelled on request."""
+
+
+@dataclass
+class CopyProgress:
+    disk_id: str
+    bytes_done: int  # guest bytes confirmed on the target (data written + zero ranges)
+    bytes_total: int
+
+
+@dataclass
+class CopyResult:
+    disk_id: str
+    capacity: int
+    bytes_copied: int  # data bytes written
+    bytes_zero: int  # bytes skipped or written as zeroes
+    sha256: str  # of the whole guest content
+    seconds: float
+    retries: int
+
+
+class _BufferPool:
+    """Fixed set of request buffers: bounds memory, including data waiting to be hashed."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self._free = [memoryview(bytearray(size)) for _ in range(count)]
+        self._lock = threading.Lock()
+
+    def get(self) -> memoryview | None:
+        with self._lock:
+            return self._free.pop() if self._free else None
+
+    def put(self, slot: memoryview) -> None:
+        with self._lock:
+            self._free.append(slot)
+
+    def release(self, chunk: Chunk) -> None:
+        with self._lock:
+            chunk.refs -= 1
+            if chunk.refs == 0 and chunk.slot is not None:
+                self._free.append(chunk.slot)
+                chunk.slot = chunk.buf = chunk.buffer = None
+
+
+class _Worker:
+    """One thread: a source handle, some target handles, one poll loop."""
+
+    def __init__(
+        self,
+        copy: _DiskCopy,
+        keys: list[int],
+        src: nbd.NBD | None = None,
+        dsts: dict[int, nbd.NBD] | None = None,
+    ) -> None:
+        self.copy = copy
+        self.keys = keys
+        self.src = src
+        self.dsts: dict[int, nbd.NBD] = dict(dsts or {})
+        self.error: BaseException | None = None
+        self._stop = copy.stop
+        self._planner = copy.planner
+        self._pool = copy.pool
+        self._done: list[tuple[tuple, int]] = []
+        self._inflight = 0
+        self._active = 0
+        self._next_dst = 0
+        self._order = list(self.dsts.values())
+        self.thread = threading.Thread(target=self._main, name=f"nbd-copy-{copy.disk_id}")
+
+    def _main(self) -> None:
+        try:
+            try:
+                self._connect()
+                self._loop()
+            except nbd.Error as e:  # a request refused at once, e.g. on a handle that just died
+                dead = any(h.aio_is_dead() for h in [self.src, *self.dsts.values()] if h)
+                raise NbdFailure(describe(e), dead) from None
+        except BaseException as e:
+            self.error = e
+        finally:
+            for h in [self.src, *self.dsts.values()]:
+                close_handle(h)
+            self.src, self.dsts, self._order = None, {}, []
+            self.copy.exits.put(self)
+
+    def _connect(self) -> None:
+        c = self.copy
+        if self.src is None:
+            self.src = open_handle(c.source, self._stop, psk_file=c.src_psk, allocation=True)
+        for key in self.keys:
+            if key not in self.dsts:
+                self.dsts[key] = open_handle(c.target, self._stop, psk_file=c.dst_psk)
+        self._order = [self.dsts[k] for k in self.keys]
+
+    def _cb(self, tag: tuple, err: object) -> int:
+        # Runs inside libnbd calls (possibly inside the planner's block_status): only record.
+        self._done.append((tag, err.value))
+        return 1
+
+    def _loop(self) -> None:
+        handles = [self.src, *self._order]
+        uris = {}
+        poller = select.poll()
+        for h, uri in zip(
+            handles, [self.copy.source.uri] + [self.copy.target.uri] * len(self._order), strict=True
+        ):
+            fd = h.aio_get_fd()
+            uris[fd] = (h, uri)
+            poller.register(fd, 0)
+        last_reply = time.monotonic()
+        planner = self._planner
+        while True:
+            if self._stop.is_set():
+                raise Stopped()
+            self._issue()
+            for key in planner.flushes_for(self.keys):
+                self._inflight += 1
+                self.dsts[key].aio_flush(completion=partial(self._cb, ("flush", key)))
+            if self._inflight == 0 and planner.finished():
+                return
+            for fd, (h, _) in uris.items():
+                d = h.aio_get_direction()
+                poller.modify(
+                    fd,
+                    (select.POLLIN if d & nbd.AIO_DIRECTION_READ else 0)
+                    | (select.POLLOUT if d & nbd.AIO_DIRECTION_WRITE else 0),
+                )
+            for fd, ev in poller.poll(100 if self._inflight else 5):
+                h, uri = uris[fd]
+                try:
+                    if ev & _IN:
+                        h.aio_notify_read()
+                    if ev & select.POLLOUT and not h.aio_is_dead():
+                        h.aio_notify_write()
+                except nbd.Error as e:
+                    raise NbdFailure(f"connection to {uri} lost: {describe(e)}", True) from None
+            if self._done:
+                last_reply = time.monotonic()
+                done, self._done = self._done, []
+                for tag, err in done:
+                    self._finish(tag, err)
+            elif self._inflight and time.monotonic() - last_reply > STALL_TIMEOUT:
+                raise NbdFailure(f"no reply for {STALL_TIMEOUT:.0f} s", True)
+
+    def _issue(self) -> None:
+        copy = self.copy
+        while self._active < copy.requests:
+            slot = self._pool.get()
+            if slot is None:
+                return
+            chunk = self._planner.next_chunk(self.src)
+            if chunk is None:
+                self._pool.put(slot)
+                return
+            self._active += 1
+            if chunk.zero:
+                self._pool.put(slot)
+                copy.hasher.submit(chunk.offset, chunk.length, None)
+                chunk.zero_bytes = chunk.length
+                self._zero(chunk, chunk.offset, chunk.length)
+                continue
+            chunk.slot = slot
+            chunk.buf = slot[: chunk.length]
+            chunk.buffer = nbd.Buffer.from_buffer(chunk.buf)
+            self._inflight += 1
+            self.src.aio_pread(
+                chunk.buffer, chunk.offset, completion=partial(self._cb, ("read", chunk))
+            )
+
+    def _dst(self) -> tuple[int, nbd.NBD]:
+        i = self._next_dst
+        self._next_dst = (i + 1) % len(self._order)
+        return self.keys[i], self._order[i]
+
+    def _zero(self, chunk: Chunk, offset: int, length: int) -> None:
+        key, dst = self._dst()
+        chunk.writes += 1
+        self._inflight += 1
+        dst.aio_zero(length, offset, completion=partial(self._cb, ("write", chunk, key)))
+
+    def _finish(self, tag: tuple, err: int) -> None:
+        self._inflight -= 1
+        kind = tag[0]
+        if kind == "read":
+            chunk = tag[1]
+            if err:
+                raise io_failure(
+                    f"read at offset {chunk.offset} from {self.copy.source.uri}", self.src, err
+                )
+            self._read_done(chunk)
+        elif kind == "write":
+            chunk, key = tag[1], tag[2]
+            if err:
+                raise io_failure(
+                    f"write at offset {chunk.offset} to {self.copy.target.uri}",
+                    self.dsts[key],
+                    err,
+                )
+            chunk.writes -= 1
+            if chunk.writes == 0:
+                self._confirm(chunk)
+        else:
+            key = tag[1]
+            if err:
+                raise io_failure(f"flush of {self.copy.target.uri}", self.dsts[key], err)
+            self._planner.flushed(key)
+
+    def _confirm(self, chunk: Chunk) -> None:
+        self._active -= 1
+        self._planner.confirm(chunk)
+        if chunk.slot is not None:
+            self._pool.release(chunk)
+
+    def _read_done(self, chunk: Chunk) -> None:
+        copy = self.copy
+        buffer = chunk.buffer
+        if buffer.is_zero():
+            copy.hasher.submit(chunk.offset, chunk.length, None)
+            self._pool.put(chunk.slot)
+            chunk.slot = chunk.buf = chunk.buffer = None
+            chunk.zero_bytes = chunk.length
+            if copy.target_is_zero:
+                self._confirm(chunk)
+            else:
+                self._zero(chunk, chunk.offset, chunk.length)
+            return
+        chunk.refs = 2  # released once hashed and once written
+        copy.hasher.submit(
+            chunk.offset, chunk.length, chunk.buf, partial(self._pool.release, chunk)
+        )
+        for start, end, zero in _segments(buffer, chunk.length):
+            if zero:
+                chunk.zero_bytes += end - start
+                if not copy.target_is_zero:
+                    self._zero(chunk, chunk.offset + start, end - start)
+                continue
+            chunk.data_bytes += end - start
+            key, dst = self._dst()
+            chunk.writes += 1
+            self._inflight += 1
+            dst.aio_pwrite(
+                nbd.Buffer.from_buffer(chunk.buf[start:end]),
+                chunk.offset + start,
+                completion=partial(self._cb, ("write", chunk, key)),
+            )
+
+
+def _segments(buffer: nbd.Buffer, length: int) -> list[tuple[int, int, bool]]:
+    """Split a data chunk into runs of zero and non-zero SPARSE_SIZE blocks."""
+    runs: list[tuple[int, int, bool]] = []
+    start = 0
+    current = buffer.is_zero(0, min(SPARSE_SIZE, length))
+    for off in range(SPARSE_SIZE, length, SPARSE_SIZE):
+        zero = buffer.is_zero(off, min(SPARSE_SIZE, length - off))
+        if zero != current:
+            runs.append((start, off, current))
+            start, current = off, zero
+    runs.append((start, length, current))
+    return runs
+
+
+class _DiskCopy:
+    """The synchronous copy of one disk; runs on its own thread, driven by copy_disk()."""
+
+    def __init__(
+        self,
+        disk_id: str,
+        source: NbdEndpoint,
+        target: NbdEndpoint,
+        *,
+        connections: int,
+        target_is_zero: bool,
+        retry_for: float,
+    ) -> None:
+        self.disk_id = disk_id
+        self.source = source
+        self.target = target
+        self.connections = connections
+        self.target_is_zero = target_is_zero
+        self.retry_for = retry_for
+        self.requests = REQUESTS_PER_WORKER
+        self.cancelled = threading.Event()
+        self.stop = threading.Event()
+        self.exits: queue.Queue[_Worker] = queue.Queue()
+        self.planner: Planner | None = None
+        self.hasher: OrderedHasher | None = None
+        self.pool: _BufferPool | None = None
+        self.src_psk: str | None = None
+        self.dst_psk: str | None = None
+        self.retries = 0
+        self._layout: tuple[int, int, bool] = (1, 1, True)  # workers, target conns, multi-conn
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.stop.set()
+
+    def run(self) -> CopyResult:
+        started = time.monotonic()
+        psks = [PskFile(ep.tls) if ep.tls else None for ep in (self.source, self.target)]
+        self.src_psk, self.dst_psk = (p.path if p else None for p in psks)
+        try:
+            self._run_attempts()
+            sha256 = self.hasher.hexdigest()
+            counters = self.planner.snapshot()
+            return CopyResult(
+                disk_id=self.disk_id,
+                capacity=self.planner.size,
+                bytes_copied=counters.data,
+                bytes_zero=counters.zero,
+                sha256=sha256,
+                seconds=time.monotonic() - started,
+                retries=self.retries,
+            )
+        finally:
+            if self.hasher is not None:
+                self.hasher.close()
+            for p in psks:
+                if p is not None:
+                    p.remove()
+
+    def _run_attempts(self) -> None:
+        failing_since: float | None = None
+        delay = BACKOFF_START
+        while True:
+            if self.cancelled.is_set():
+                raise Stopped()
+            self.stop = threading.Event()
+            done_before = self.planner.counters.done if self.planner else 0
+            try:
+                self._attempt()
+                return
+            except NbdFailure as f:
+                if self.cancelled.is_set():
+                    raise Stopped() from None
+                if not f.transient:
+                    raise CopyError(f"{self.disk_id}: {f}") from None
+                now = time.monotonic()
+                if self.planner is not None and self.planner.counters.done > done_before:
+                    failing_since, delay = None, BACKOFF_START
+                if failing_since is None:
+                    failing_since = now
+                left = self.retry_for - (now - failing_since)
+                if left <= 0:
+                    raise CopyError(
+                        f"{self.disk_id}: {f} (gave up after retrying for {self.retry_for:g} s)"
+                    ) from None
+                self.retries += 1
+                if self.cancelled.wait(min(delay, left)):
+                    raise Stopped() from None
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def _attempt(self) -> None:
+        src0 = open_handle(self.source, self.stop, psk_file=self.src_psk, allocation=True)
+        try:
+            dst0 = open_handle(self.target, self.stop, psk_file=self.dst_psk)
+        except BaseException:
+            close_handle(src0)
+            raise
+        try:
+            self._prepare(src0, dst0)
+        except BaseException:
+            close_handle(src0)
+            close_handle(dst0)
+            raise
+        workers_n, targets_n, _ = self._layout
+        self.pool = _BufferPool(
+            workers_n * self.requests + HASH_BACKLOG // REQUEST_SIZE, REQUEST_SIZE
+        )
+        workers = [
+            _Worker(self, [k for k in range(targets_n) if k % workers_n == w])
+            for w in range(workers_n)
+        ]
+        workers[0].src, workers[0].dsts = src0, {0: dst0}
+        for w in workers:
+            w.thread.start()
+        first_error: BaseException | None = None
+        for _ in workers:
+            w = self.exits.get()
+            w.thread.join()
+            if w.error is not None and (first_error is None or isinstance(first_error, Stopped)):
+                first_error = w.error
+                self.stop.set()
+        if first_error is not None:
+            raise first_error
+
+    def _prepare(self, src: nbd.NBD, dst: nbd.NBD) -> None:
+        size, target_size = src.get_size(), dst.get_size()
+        if target_size < size:
+            raise NbdFailure(
+                f"target {self.target.uri} holds {target_size} bytes, the disk has {size}", False
+            )
+        if self.planner is None:
+            workers_n = self.connections if src.can_multi_conn() else 1
+            # A target that does not advertise multi-conn (qemu-nbd --shared=1) may never
+            # answer a second connection: that was the seed's hang.
+            targets_n = self.connections if dst.can_multi_conn() else 1
+            workers_n = min(workers_n, targets_n)
+            multi = dst.can_multi_conn()
+            self._layout = (workers_n, targets_n, multi)
+            self.hasher = OrderedHasher(size)
+            self.planner = Planner(
+                size,
+                self.hasher,
+                request_size=REQUEST_SIZE,
+                target_is_zero=self.target_is_zero,
+                use_extents=src.can_meta_context("base:allocation"),
+                flush_keys={0} if multi else set(range(targets_n)),
+                checkpoint_bytes=CHECKPOINT_BYTES,
+            )
+            return
+        if size != self.planner.size:
+            raise NbdFailure(f"source {self.source.uri} changed size to {size}", False)
+        # Everything before `durable` was read, so it is (or will be) hashed; what was read
+        # after it is read again, and the hasher skips what it already has.
+        self.hasher.wait_for(self.planner.durable)
+        self.hasher.reset_pending()
+        self.planner.restart()
+
+
+async def copy_disk(
+    disk_id: str,
+    source: NbdEndpoint,
+    target: NbdEndpoint,
+    *,
+    connections: int = 2,
+    on_progress: Callable[[CopyProgress], None] | None = None,
+    cancel: asyncio.Event | None = None,
+    retry_for: float = 300.0,
+    target_is_zero: bool = True,
+) -> CopyResult:
+    """Copy the guest content of `source` to `target`; see the module docstring."""
+    if connections < 1:
+        raise ValueError(f"connections: {connections} (must be at least 1)")
+    job = _DiskCopy(
+        disk_id,
+        source,
+        target,
+        connections=connections,
+        target_is_zero=target_is_zero,
+        retry_for=retry_for,
+    )
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[CopyResult] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result: CopyResult | BaseException = job.run()
+        except BaseException as e:
+            result = e
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(_settle, finished, result)
+
+    thread = threading.Thread(target=run, name=f"nbd-copy-{disk_id}")
+    thread.start()
+    reporter = asyncio.create_task(_report(job, disk_id, on_progress)) if on_progress else None
+    cancel_wait = asyncio.create_task(cancel.wait()) if cancel is not None else None
+    try:
+        waiting = {finished} | ({cancel_wait} if cancel_wait else set())
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not finished.done():
+            job.cancel()
+        result = await asyncio.shield(finished)
+    except asyncio.CancelledError:
+        job.cancel()
+        with contextlib.suppress(BaseException):
+            await finished
+        raise
+    except Stopped:
+        raise CopyCancelled(f"{disk_id}: copy cancelled") from None
+    finally:
+        for task in (reporter, cancel_wait):
+            if task is not None:
+                task.cancel()
+        if finished.done():  # settling the future is the thread's last act: this is a moment
+            thread.join()
+    if on_progress is not None:
+        on_progress(CopyProgress(disk_id, result.capacity, result.capacity))
+    return result
+
+
+def _settle(future: asyncio.Future, result: CopyResult | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+async def _report(
+    job: _DiskCopy, disk_id: str, on_progress: Callable[[CopyProgress], None]
+) -> None:
+    last = -1
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        if job.planner is None:
+            continue
+        done = job.planner.counters.done
+        if done != last:
+            last = done
+            on_progress(CopyProgress(disk_id, done, job.planner.size))

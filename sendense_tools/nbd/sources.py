@@ -1,0 +1,265 @@
+"""Source transports: nbdkit serving a disk read-only on a unix socket in a private temp dir.
+
+Each transport is an async context manager yielding the NbdEndpoint to copy from; nbdkit is
+stopped and the directory (socket, secrets, log) removed on exit. nbdkit runs with
+--exit-with-parent so a killed node leaves nothing behind either. Secrets (cookie, password)
+are handed over in 0600 files with nbdkit's `key=+FILE` syntax, never on the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import nbd
+
+from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.connect import close_handle, describe
+from sendense_tools.nbd.endpoint import NbdEndpoint
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+class SourceError(SendenseError):
+    """A source could not be served; one line naming the transport and nbdkit's reason."""
+
+
+@dataclass(frozen=True)
+class VddkArgs:
+    server: str  # vCenter or ESXi host name
+    user: str
+    password_file: str
+    thumbprint: str  # SHA-1 of the server certificate, colon hex
+    vm_moref: str  # "vm-123"
+    snapshot_moref: str  # "snapshot-7": read the disk as of this snapshot
+    file: str  # "[datastore1] vm/vm.vmdk": the base disk file the snapshot refers to
+    libdir: str  # where VMware's VDDK is unpacked (contains lib64/)
+    transports: str = "nbdssl:nbd"
+    port: int | None = None  # vCenter's HTTPS port when not 443
+
+
+def nbdkit_vddk_args(args: VddkArgs) -> list[str]:
+    """Plugin and filters for nbdkit vddk, after the common options.
+
+    VDDK does not allow multi-conn and NFC runs out of memory on large requests (virt-v2v
+    forces the same): one connection, requests of at most 2 MiB, and cached extents because
+    QueryAllocatedBlocks is slow on big disks.
+    """
+    out = [
+        "--filter=cacheextents",
+        "--filter=multi-conn",
+        "--filter=blocksize",
+        "vddk",
+        f"server={args.server}",
+        f"user={args.user}",
+        f"password=+{args.password_file}",
+        f"thumbprint={args.thumbprint}",
+        f"vm=moref={args.vm_moref}",
+        f"snapshot={args.snapshot_moref}",
+        f"transports={args.transports}",
+        f"libdir={args.libdir}",
+        f"file={args.file}",
+        "multi-conn-mode=disable",
+        "maxdata=2M",
+    ]
+    if args.port is not None:
+        out.append(f"port={args.port}")
+    return out
+
+
+def nbdkit_curl_args(
+    url: str,
+    cookie_file: str | None = None,
+    verify: bool | str = True,
+    timeout: int | None = None,
+) -> list[str]:
+    """Plugin arguments for nbdkit curl.
+
+    `verify`: True checks the server certificate against the system CAs, a path checks it
+    against that CA file, False turns checking off (only when the user asked by name).
+    """
+    scheme = urlsplit(url).scheme
+    if scheme not in ("https", "http"):
+        raise ValueError(f"{url}: only https:// (or http://) URLs are served")
+    out = ["curl", f"url={url}", f"protocols={scheme}", "followlocation=false"]
+    if cookie_file is not None:
+        out.append(f"cookie=+{cookie_file}")
+    if verify is False:
+        out.append("sslverify=false")
+    elif isinstance(verify, str):
+        out.append(f"cainfo={verify}")
+    if timeout is not None:
+        out.append(f"timeout={timeout}")
+    return out
+
+
+def nbdkit_file_args(path: str) -> list[str]:
+    return ["file", f"file={path}"]
+
+
+def _write_secret(directory: Path, name: str, value: str) -> str:
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return str(path)
+
+
+def _last_error(log: Path) -> str:
+    """nbdkit's most telling line: its last error, else its last line."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except FileNotFoundError:
+        return ""
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if "error" in line.lower()]
+    line = (errors or lines or [""])[-1]
+    return line.removeprefix("nbdkit: ")
+
+
+def _probe(endpoint: NbdEndpoint) -> None:
+    """Open the export once so that a source that cannot serve fails here, clearly."""
+    h = nbd.NBD()
+    try:
+        h.connect_unix(endpoint.address.socket)
+        h.get_size()
+    finally:
+        close_handle(h)
+
+
+async def _in_thread(fn: Callable[[], None]) -> None:
+    """Run a blocking call on a short-lived thread (not the loop's shared executor)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        outcome: BaseException | None = None
+        try:
+            fn()
+        except BaseException as e:
+            outcome = e
+        loop.call_soon_threadsafe(_settle, future, outcome)
+
+    thread = threading.Thread(target=run, name="nbd-probe")
+    thread.start()
+    try:
+        await future
+    finally:
+        thread.join()  # it has settled the future: this is a moment
+
+
+def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if future.done():
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
+
+
+def _private_dir(build: Callable[[Path], list[str]]) -> tuple[Path, list[str], int]:
+    """The 0700 directory with nbdkit's secrets, its arguments, and a log file descriptor."""
+    directory = Path(tempfile.mkdtemp(prefix="sendense-src-"))
+    try:
+        directory.chmod(0o700)
+        args = build(directory)
+        log_fd = os.open(directory / "nbdkit.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory, args, log_fd
+
+
+@asynccontextmanager
+async def _serve(
+    what: str, build: Callable[[Path], list[str]], probe: bool = True
+) -> AsyncIterator[NbdEndpoint]:
+    directory, args, log_fd = _private_dir(build)
+    sock = directory / "nbd.sock"
+    log = directory / "nbdkit.log"
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "nbdkit",
+                "--foreground",
+                "--exit-with-parent",
+                "--readonly",
+                "--unix",
+                str(sock),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_fd,
+            )
+        finally:
+            os.close(log_fd)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while not sock.exists():
+            if proc.returncode is not None:
+                raise SourceError(f"{what}: nbdkit exited: {_last_error(log)}")
+            if loop.time() > deadline:
+                raise SourceError(f"{what}: nbdkit did not start in {START_TIMEOUT:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.02)
+        endpoint = NbdEndpoint(f"nbd+unix:///?socket={sock}")
+        if probe:
+            try:
+                await _in_thread(lambda: _probe(endpoint))
+            except nbd.Error as e:
+                reason = _last_error(log) or describe(e)
+                raise SourceError(f"{what}: {reason}") from None
+        yield endpoint
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def file_source(path: str, fmt: Literal["raw"] = "raw") -> contextlib.AbstractAsyncContextManager:
+    """A local raw (or vmdk-flat, which is raw) file."""
+    if fmt != "raw":
+        raise ValueError(f"file source format {fmt!r}: only raw (vmdk-flat is raw)")
+    if not os.path.isfile(path):
+        raise SourceError(f"file source {path}: no such file")
+    return _serve(f"file source {path}", lambda _d: nbdkit_file_args(os.path.abspath(path)))
+
+
+def https_source(
+    url: str, cookie: str | None = None, verify: bool | str = True, timeout: int | None = None
+) -> contextlib.AbstractAsyncContextManager:
+    """A file over HTTPS, e.g. a vCenter datastore file with its session cookie
+    ('vmware_soap_session="..."'). verify=False only when insecure mode was asked for."""
+    nbdkit_curl_args(url, None, verify, timeout)  # a bad URL fails here, before nbdkit starts
+    shown = urlsplit(url)._replace(query="", fragment="").geturl()
+
+    def build(directory: Path) -> list[str]:
+        cookie_file = _write_secret(directory, "cookie", cookie) if cookie else None
+        return nbdkit_curl_args(url, cookie_file, verify, timeout)
+
+    return _serve(f"https source {shown}", build)
+
+
+def vddk_source(args: VddkArgs) -> contextlib.AbstractAsyncContextManager:
+    """A snapshot's disk through VMware's VDDK (nbdkit vddk; needs the user's VDDK)."""
+    return _serve(
+        f"vddk source {args.file} of {args.vm_moref} on {args.server}",
+        lambda _d: nbdkit_vddk_args(args),
+    )

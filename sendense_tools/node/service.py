@@ -1,0 +1,77 @@
+"""`sendense node serve`: the node API until SIGTERM, then a clean stop.
+
+On SIGTERM every running backup is cancelled, its snapshot removed and its
+final report sent before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from sendense_tools.api.server import serve_app
+from sendense_tools.backup.executor import BackupOptions
+from sendense_tools.config import load_config, read_secret
+from sendense_tools.node.api import make_app
+from sendense_tools.node.config import NodeConfig
+from sendense_tools.node.jobs import JobManager
+from sendense_tools.node.reporter import HubReporter
+from sendense_tools.systemd import notify
+from sendense_tools.vsphere.connection import VcenterParams
+
+log = logging.getLogger("sendense.node")
+
+
+def vcenter_params(cfg: NodeConfig) -> VcenterParams:
+    v = cfg.vcenter
+    return VcenterParams(
+        url=v.url,
+        user=v.user,
+        password=read_secret(v.password_file, "vCenter password"),
+        thumbprint=v.thumbprint,
+        insecure=v.insecure,
+        ca_file=v.ca_file,
+    )
+
+
+def backup_options(cfg: NodeConfig) -> BackupOptions:
+    b = cfg.backup
+    return BackupOptions(
+        transport=b.transport,
+        connections_per_disk=b.connections_per_disk,
+        quiesce=b.quiesce,
+        file_root=b.file_root,
+        vddk_libdir=b.vddk_libdir,
+        retry_for=b.retry_for,
+        password_file=str(Path(cfg.vcenter.password_file).resolve()),
+    )
+
+
+def build(cfg: NodeConfig) -> JobManager:
+    token = read_secret(cfg.hub.token_file or cfg.api.token_file, "hub API token")
+    vcenter_params(cfg)  # fail at start, not at the first backup, on a bad password file
+    reporter = HubReporter(cfg.hub.api_url, token, interval=cfg.hub.report_interval)
+    return JobManager(lambda: vcenter_params(cfg), backup_options(cfg), reporter)
+
+
+async def serve(config_path: str) -> None:
+    cfg = load_config(config_path, NodeConfig)
+    jobs = build(cfg)
+    api_token = read_secret(cfg.api.token_file, "API token")
+    host, port = cfg.api.listen
+    runner = await serve_app(make_app(jobs, api_token, cfg.hub.nbd_host), host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("node API listening on %s:%d", host, port)
+    notify("READY=1", f"STATUS=node API on {host}:{port}")
+    try:
+        await stop.wait()
+        notify("STOPPING=1")
+        log.info("stopping: cancelling running backups")
+        await jobs.shutdown()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,82 @@
+"""The one VM snapshot a backup reads from, and the clean-up of old ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from sendense_tools.vsphere.connection import VsphereError, VsphereSession
+from sendense_tools.vsphere.inventory import DiskInfo, disks_of_devices
+from sendense_tools.vsphere.props import read_props, wait_task
+
+# Every snapshot this tool creates is named with this prefix, so a later run
+# can recognise and remove one that a crash left behind.
+SNAPSHOT_PREFIX = "sendense-"
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    name: str
+    moref: str
+    obj: Any
+    created: datetime | None = None
+
+
+def snapshot_name(job_id: str) -> str:
+    return f"{SNAPSHOT_PREFIX}{job_id}"
+
+
+def list_snapshots(session: VsphereSession, vm: vim.VirtualMachine) -> list[SnapshotRef]:
+    """Every snapshot of `vm` (the whole tree, flattened); [] when it has none."""
+    info = read_props(session, vm, ["snapshot"]).get("snapshot")
+    out: list[SnapshotRef] = []
+    stack = list(info.rootSnapshotList or []) if info is not None else []
+    while stack:
+        node = stack.pop()
+        out.append(SnapshotRef(node.name, node.snapshot._moId, node.snapshot, node.createTime))
+        stack.extend(node.childSnapshotList or [])
+    return out
+
+
+def create_snapshot(
+    session: VsphereSession, vm: vim.VirtualMachine, name: str, quiesce: bool = False
+) -> SnapshotRef:
+    task = session.call(
+        vm.CreateSnapshot_Task,
+        name=name,
+        description="Sendense backup; removed by Sendense when the backup ends",
+        memory=False,
+        quiesce=quiesce,
+    )
+    snap = wait_task(session, task, f"create snapshot {name!r}")
+    if snap is None:
+        raise VsphereError(f"create snapshot {name!r}: vCenter returned no snapshot")
+    return SnapshotRef(name, snap._moId, snap)
+
+
+def remove_snapshot(session: VsphereSession, snap: SnapshotRef) -> None:
+    """Remove one snapshot (not its children); an already-gone snapshot is fine."""
+    try:
+        task = session.call(snap.obj.RemoveSnapshot_Task, removeChildren=False, consolidate=True)
+    except vmodl.fault.ManagedObjectNotFound:
+        return
+    wait_task(session, task, f"remove snapshot {snap.name!r}")
+
+
+def remove_leftovers(session: VsphereSession, vm: vim.VirtualMachine) -> list[str]:
+    """Remove snapshots an earlier run of this tool left behind; return their names."""
+    removed = []
+    for snap in list_snapshots(session, vm):
+        if snap.name.startswith(SNAPSHOT_PREFIX):
+            remove_snapshot(session, snap)
+            removed.append(snap.name)
+    return removed
+
+
+def snapshot_disks(session: VsphereSession, snap: SnapshotRef) -> list[DiskInfo]:
+    """The disks as the snapshot recorded them: the files that hold its frozen content."""
+    devices = read_props(session, snap.obj, ["config.hardware.device"])
+    return disks_of_devices(devices.get("config.hardware.device", []))

@@ -1,0 +1,172 @@
+"""`sendense backup run` against the vCenter simulator and real qemu-nbd targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sendense_tools.nbd.digest import sha256_of_nbd
+from sendense_tools.vsphere.inventory import find_vm
+from sendense_tools.vsphere.snapshots import create_snapshot
+from tests.fixtures.ports import free_port
+from tests.fixtures.vcsim import remaining_snapshots
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sendense(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sendense_tools", *args]
+
+
+def run_args(vcsim, targets: str, *extra: str) -> list[str]:
+    return sendense(
+        "backup", "run", "--vcenter", vcsim.url, "--vm", vcsim.vm, "--nbd-targets", targets,
+        "--user", vcsim.user, "--password-file", str(vcsim.password_file()), "--insecure",
+        *extra,
+    )  # fmt: skip
+
+
+def run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def make_targets(vcsim, qemu_nbd_target) -> tuple[str, list]:
+    made = [qemu_nbd_target(d.capacity, shared=4, export=d.disk_id) for d in vcsim.disks]
+    text = ",".join(f"{d.disk_id}:{t.uri}" for d, t in zip(vcsim.disks, made, strict=True))
+    return text, made
+
+
+def test_https_backup_lands_seeded_content_from_one_snapshot(
+    vcsim, qemu_nbd_target, snapshot_watch
+):
+    text, made = make_targets(vcsim, qemu_nbd_target)
+    proc = run(run_args(vcsim, text, "--job-id", "t-https", "--json"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {d["disk_id"]: d["sha256"] for d in result["disks"]} == vcsim.sha256s
+    for d, target in zip(vcsim.disks, made, strict=True):
+        assert sha256_of_nbd(target.uri) == d.sha256
+    assert result["snapshot"] == "sendense-t-https"
+    assert snapshot_watch.seen == ["sendense-t-https"]
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_file_transport_reads_the_datastore_directly(vcsim, qemu_nbd_target):
+    text, made = make_targets(vcsim, qemu_nbd_target)
+    ds_root = next((vcsim.workdir / "tmp").glob("govcsim-*LocalDS_0*"))
+    proc = run(run_args(vcsim, text, "--transport", "file", "--file-root", str(ds_root), "--json"))
+    assert proc.returncode == 0, proc.stderr
+    for d, target in zip(vcsim.disks, made, strict=True):
+        assert sha256_of_nbd(target.uri) == d.sha256
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_copy_failure_on_one_disk_fails_the_run_and_removes_the_snapshot(
+    vcsim, qemu_nbd_target, snapshot_watch
+):
+    text, _ = make_targets(vcsim, qemu_nbd_target)
+    closed = free_port()  # nothing listens here
+    parts = text.split(",")
+    parts[1] = f"disk1:nbd://127.0.0.1:{closed}/disk1"
+    proc = run(run_args(vcsim, ",".join(parts), "--job-id", "t-fail", "--retry-for", "1"))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("sendense: error: disk1")
+    assert snapshot_watch.seen == ["sendense-t-fail"]
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_leftover_snapshot_of_an_earlier_run_is_removed_at_start(vcsim, qemu_nbd_target):
+    session = vcsim.session()
+    try:
+        create_snapshot(session, find_vm(session, vcsim.vm), "sendense-crashed-run")
+    finally:
+        session.close()
+    text, _ = make_targets(vcsim, qemu_nbd_target)
+    proc = run(run_args(vcsim, text, "--json"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["leftovers_removed"] == ["sendense-crashed-run"]
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_sigterm_mid_copy_removes_the_snapshot(vcsim, slow_nbd_target, snapshot_watch):
+    targets = ",".join(f"{d.disk_id}:{slow_nbd_target(d.capacity).uri}" for d in vcsim.disks)
+    proc = subprocess.Popen(
+        run_args(vcsim, targets, "--job-id", "t-term"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert snapshot_watch.wait_for(lambda w: "sendense-t-term" in w.present, 120)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert "interrupted" in err.strip().splitlines()[-1]
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_unknown_vm_is_a_failure_with_one_line(vcsim, qemu_nbd_target):
+    args = run_args(vcsim, "disk0:nbd://127.0.0.1:1/x")
+    args[args.index("--vm") + 1] = "no-such-vm"
+    proc = run(args)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "sendense: error: VM 'no-such-vm' not found in vCenter"
+
+
+@pytest.mark.parametrize(
+    ("targets", "named"),
+    [
+        ("disk0:nbd://127.0.0.1:1/a,disk1", "disk1"),
+        ("disk0:http://127.0.0.1:1/a", "http://127.0.0.1:1/a"),
+        ("disk0:nbd://127.0.0.1:99999/a", "nbd://127.0.0.1:99999/a"),
+    ],
+)
+def test_malformed_targets_are_bad_usage_naming_the_part(vcsim, snapshot_watch, targets, named):
+    proc = run(run_args(vcsim, targets))
+    assert proc.returncode == 2
+    assert named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot_watch.seen == []
+
+
+def test_targets_that_miss_a_disk_are_bad_usage_naming_it(vcsim, snapshot_watch):
+    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/a,disk1:nbd://127.0.0.1:2/b"))
+    assert proc.returncode == 2
+    assert "no NBD target for disk2" in proc.stderr
+    assert snapshot_watch.seen == []
+
+
+def test_insecure_and_thumbprint_exclude_each_other(vcsim):
+    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/a", "--thumbprint", vcsim.thumbprint))
+    assert proc.returncode == 2
+    assert "exclude each other" in proc.stderr
+
+
+def test_pinned_thumbprint_backup(vcsim, qemu_nbd_target):
+    text, _ = make_targets(vcsim, qemu_nbd_target)
+    args = [a for a in run_args(vcsim, text, "--json") if a != "--insecure"]
+    proc = run([*args, "--thumbprint", vcsim.thumbprint])
+    assert proc.returncode == 0, proc.stderr
+    assert {d["disk_id"]: d["sha256"] for d in json.loads(proc.stdout)["disks"]} == vcsim.sha256s
+
+
+def test_password_file_must_be_private(vcsim, tmp_path):
+    loose = tmp_path / "pw"
+    loose.write_text("pass\n")
+    os.chmod(loose, 0o644)
+    args = run_args(vcsim, "disk0:nbd://127.0.0.1:1/a")
+    args[args.index("--password-file") + 1] = str(loose)
+    proc = run(args)
+    assert proc.returncode == 1
+    assert "0600" in proc.stderr

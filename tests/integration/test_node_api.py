@@ -1,0 +1,323 @@
+"""The node API against the simulator, real NBD targets and a small fake hub."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sendense_tools.api.server import serve_app
+from sendense_tools.backup.executor import BackupOptions
+from sendense_tools.nbd.digest import sha256_of_nbd
+from sendense_tools.node.api import make_app
+from sendense_tools.node.jobs import JobManager
+from sendense_tools.node.reporter import HubReporter
+from tests.fixtures.ports import free_port, port_is_listening
+from tests.fixtures.vcsim import remaining_snapshots
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "node-token-for-tests"
+
+
+class FakeHub:
+    """Records PUT /api/v1/backups/{id}/progress bodies (the real hub is another component)."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, list[dict]] = {}
+        self.final = asyncio.Event()
+        app = web.Application()
+        app.router.add_put("/api/v1/backups/{id}/progress", self.progress)
+        self.app = app
+
+    async def progress(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"error": "unauthorized", "message": "bad token"}, status=401)
+        body = await request.json()
+        self.reports.setdefault(request.match_info["id"], []).append(body)
+        if body["status"] != "running":
+            self.final.set()
+        return web.json_response({"ok": True})
+
+    def last(self, job_id: str) -> dict:
+        return self.reports[job_id][-1]
+
+
+@pytest.fixture
+async def hub():
+    fake = FakeHub()
+    port = free_port()
+    runner = await serve_app(fake.app, "127.0.0.1", port)
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def node(vcsim, hub):
+    jobs = JobManager(
+        lambda: vcsim.params(),
+        BackupOptions(retry_for=2),
+        HubReporter(hub.url, TOKEN, interval=0.2, final_attempts=2, final_backoff=0.1),
+    )
+    port = free_port()
+    runner = await serve_app(make_app(jobs, TOKEN), "127.0.0.1", port)
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        yield client
+    await jobs.shutdown()
+    await runner.cleanup()
+
+
+def targets_for(vcsim, make) -> str:
+    return ",".join(f"{d.disk_id}:{make(d).uri}" for d in vcsim.disks)
+
+
+async def wait_until(predicate) -> None:
+    """Poll a condition another thread updates (the snapshot watcher), for up to 120 s."""
+    async with asyncio.timeout(120):
+        while not predicate():  # noqa: ASYNC110 - set by a thread, not by this loop
+            await asyncio.sleep(0.05)
+
+
+async def test_vm_disks_in_key_order(vcsim, node):
+    async with node.get(f"/api/v1/vms/{vcsim.vm}") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["name"] == vcsim.vm and body["moref"].startswith("vm-")
+    assert [(d["disk_id"], d["capacity"]) for d in body["disks"]] == [
+        (d.disk_id, d.capacity) for d in vcsim.disks
+    ]
+    assert all(set(d) == {"disk_id", "key", "label", "file", "capacity"} for d in body["disks"])
+
+
+async def test_unknown_vm_is_404(node):
+    async with node.get("/api/v1/vms/no-such-vm") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"] == "vm_not_found"
+
+
+async def test_no_token_is_401_but_healthz_is_public(node):
+    async with node.get("/api/v1/vms/x", headers={"Authorization": ""}) as resp:
+        assert resp.status == 401
+    async with node.get("/healthz", headers={"Authorization": ""}) as resp:
+        assert resp.status == 200
+
+
+async def test_backup_reports_progress_and_result_to_the_hub(
+    vcsim, node, hub, qemu_nbd_target, snapshot_watch
+):
+    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
+    body = {
+        "job_id": "n-ok",
+        "vm": vcsim.vm,
+        "nbd_targets": targets_for(vcsim, lambda d: made[d.disk_id]),
+    }
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202
+        assert await resp.json() == {"job_id": "n-ok", "status": "running"}
+    await asyncio.wait_for(hub.final.wait(), 120)
+    final = hub.last("n-ok")
+    assert final["status"] == "completed" and final["error"] is None
+    assert final["snapshot"] == "sendense-n-ok"
+    assert {d["disk_id"]: d["sha256"] for d in final["disks"]} == vcsim.sha256s
+    assert all(d["bytes_copied"] == d["bytes_total"] for d in final["disks"])
+    for d in vcsim.disks:
+        assert await asyncio.to_thread(sha256_of_nbd, made[d.disk_id].uri) == d.sha256
+    async with node.get("/api/v1/backup/n-ok") as resp:
+        assert (await resp.json())["status"] == "completed"
+    assert snapshot_watch.seen == ["sendense-n-ok"]
+    assert remaining_snapshots(vcsim) == []
+
+
+@pytest.mark.parametrize(
+    ("targets", "named"),
+    [
+        ("disk0:nbd://127.0.0.1:1/a,bogus", "bogus"),
+        ("disk0:ftp://127.0.0.1/a", "ftp://127.0.0.1/a"),
+        ("disk0:nbd://127.0.0.1:1/a,disk1:nbd://127.0.0.1:2/b", "disk2"),
+        ("disk0:nbd://h:1/a,disk1:nbd://h:2/b,disk2:nbd://h:3/c,disk9:nbd://h:4/d", "disk9"),
+    ],
+)
+async def test_bad_nbd_targets_are_400_naming_the_part(vcsim, node, targets, named):
+    body = {"job_id": "n-bad", "vm": vcsim.vm, "nbd_targets": targets}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 400
+        err = await resp.json()
+    assert err["error"] == "bad_nbd_targets" and named in err["message"]
+    assert remaining_snapshots(vcsim) == []
+
+
+async def test_start_for_unknown_vm_is_404(node):
+    body = {"job_id": "n-x", "vm": "no-such-vm", "nbd_targets": "disk0:nbd://h:1/a"}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 404
+
+
+async def test_second_backup_of_a_vm_is_409_and_cancel_removes_the_snapshot(
+    vcsim, node, hub, slow_nbd_target, snapshot_watch
+):
+    targets = targets_for(vcsim, lambda d: slow_nbd_target(d.capacity))
+    first = {"job_id": "n-slow", "vm": vcsim.vm, "nbd_targets": targets}
+    async with node.post("/api/v1/backup/start", json=first) as resp:
+        assert resp.status == 202
+    await wait_until(lambda: "sendense-n-slow" in snapshot_watch.present)
+    second = {**first, "job_id": "n-second"}
+    async with node.post("/api/v1/backup/start", json=second) as resp:
+        assert resp.status == 409
+        assert "n-slow" in (await resp.json())["message"]
+    async with node.post("/api/v1/backup/n-slow/cancel") as resp:
+        assert resp.status == 202
+    await asyncio.wait_for(hub.final.wait(), 120)
+    final = hub.last("n-slow")
+    assert final["status"] == "failed" and final["error"] == "cancelled"
+    assert any(r["status"] == "running" for r in hub.reports["n-slow"])
+    async with node.get("/api/v1/backup/n-slow") as resp:
+        assert (await resp.json())["status"] == "cancelled"
+    assert snapshot_watch.seen == ["sendense-n-slow"]
+    assert remaining_snapshots(vcsim) == []
+
+
+def write_secret(path: Path, text: str) -> str:
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+async def test_sigterm_cancels_backups_removes_snapshots_and_reports(
+    vcsim, hub, slow_nbd_target, snapshot_watch, tmp_path
+):
+    port = free_port()
+    token_file = write_secret(tmp_path / "token", TOKEN)
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f"""
+[api]
+listen = "127.0.0.1:{port}"
+token_file = "{token_file}"
+
+[hub]
+api_url = "{hub.url}"
+
+[vcenter]
+url = "{vcsim.url}"
+user = "{vcsim.user}"
+password_file = "{vcsim.password_file()}"
+insecure = true
+"""
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sendense_tools", "node", "serve", "--config", str(config),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as client:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        async with client.get("/healthz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+            targets = targets_for(vcsim, lambda d: slow_nbd_target(d.capacity))
+            body = {"job_id": "n-term", "vm": vcsim.vm, "nbd_targets": targets}
+            async with client.post("/api/v1/backup/start", json=body) as resp:
+                assert resp.status == 202
+        await wait_until(lambda: "sendense-n-term" in snapshot_watch.present)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    final = hub.last("n-term")
+    assert final["status"] == "failed" and final["error"] == "cancelled"
+    assert remaining_snapshots(vcsim) == []
+
+
+@pytest.fixture
+def psk_targets(vcsim, tmp_path):
+    """qemu-nbd exports that require TLS-PSK, as the hub starts them per job."""
+    keydir = tmp_path / "psk"
+    keydir.mkdir(mode=0o700)
+    psk = os.urandom(32).hex()
+    (keydir / "keys.psk").write_text(f"sendense:{psk}\n")
+    (keydir / "keys.psk").chmod(0o600)
+    procs, uris = [], {}
+    for d in vcsim.disks:
+        image = tmp_path / f"{d.disk_id}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(d.capacity)],
+                       check=True)  # fmt: skip
+        port = free_port()
+        proc = subprocess.Popen(
+            ["qemu-nbd", "--object", f"tls-creds-psk,id=tls0,endpoint=server,dir={keydir}",
+             "--tls-creds", "tls0", "--shared=4", "--persistent", "-b", "127.0.0.1",
+             "-p", str(port), "-x", d.disk_id, "-f", "qcow2", str(image)],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(proc)
+        uris[d.disk_id] = f"nbd://127.0.0.1:{port}/{d.disk_id}"
+        deadline = time.monotonic() + 30
+        while not port_is_listening(port):
+            assert time.monotonic() < deadline, "qemu-nbd did not listen"
+            time.sleep(0.02)
+    yield uris, {"username": "sendense", "psk": psk}
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+async def test_nbd_tls_from_the_start_request_reaches_every_target(vcsim, node, hub, psk_targets):
+    uris, tls = psk_targets
+    targets = ",".join(f"{k}:{v}" for k, v in uris.items())
+    body = {"job_id": "n-tls", "vm": vcsim.vm, "nbd_targets": targets, "nbd_tls": tls}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202
+    await asyncio.wait_for(hub.final.wait(), 120)
+    final = hub.last("n-tls")
+    assert final["status"] == "completed", final["error"]
+    for d in vcsim.disks:
+        assert await asyncio.to_thread(sha256_of_nbd, uris[d.disk_id], tls) == d.sha256
+
+
+async def test_targets_that_require_tls_fail_without_nbd_tls(vcsim, node, hub, psk_targets):
+    uris, _ = psk_targets
+    targets = ",".join(f"{k}:{v}" for k, v in uris.items())
+    body = {"job_id": "n-notls", "vm": vcsim.vm, "nbd_targets": targets}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202
+    await asyncio.wait_for(hub.final.wait(), 120)
+    final = hub.last("n-notls")
+    assert final["status"] == "failed" and final["error"]
+    assert remaining_snapshots(vcsim) == []
+
+
+async def test_bad_nbd_tls_is_400(vcsim, node):
+    body = {
+        "job_id": "n-badtls",
+        "vm": vcsim.vm,
+        "nbd_targets": "disk0:nbd://h:1/a",
+        "nbd_tls": {"username": "sendense", "psk": "not-hex"},
+    }
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "bad_nbd_tls"
+
+
+@pytest.mark.parametrize("job_id", ["", "../x", "a b", "x" * 200])
+async def test_bad_job_id_is_422(vcsim, node, job_id):
+    body = {"job_id": job_id, "vm": vcsim.vm, "nbd_targets": "disk0:nbd://h:1/a"}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 422
