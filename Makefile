@@ -26,12 +26,22 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -q tests/integration
 
+# Each scenario builds the wheelhouse from this checkout (playbooks/wheelhouse.yml)
+# and leaves no container or network behind (its test sequence ends with destroy).
 molecule: setup
-	@for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
+	@for s in $(MOLECULE_SCENARIOS); do \
+	  start=$$(date +%s); $(BIN)/molecule test -s $$s || exit 1; \
+	  echo "molecule $$s: $$(( $$(date +%s) - start )) s"; done
 
 test: setup lint
 	$(BIN)/pytest -q tests/unit tests/integration
 	$(MAKE) --no-print-directory molecule
+
+lab-up: setup
+	@bash files/scripts/lab.sh up
+
+lab-down:
+	@bash files/scripts/lab.sh down
 
 bench: setup
 	$(BIN)/python -m bench

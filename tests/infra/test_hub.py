@@ -1,0 +1,98 @@
+"""The hub: services, loopback-only listeners, tokens, tunnel users, reverse ports, hardening."""
+
+from __future__ import annotations
+
+from tests.infra.conftest import (
+    MAX_EXPOSURE,
+    exposure,
+    http_get,
+    is_loopback,
+    listeners,
+    read_toml,
+    run_ok,
+)
+
+HUB_TOML = "/etc/sendense/hub.toml"
+NO_VM = "sendense-infra-no-such-vm"
+
+
+def test_hub_services_enabled_and_running(hub):
+    for unit in ("sendense-hub.service", "ssh.service"):
+        service = hub.service(unit)
+        assert service.is_enabled, f"{unit} is not enabled"
+        assert service.is_running, f"{unit} is not running"
+
+
+def test_sshd_listens_on_22(hub):
+    assert any(port == 22 and proc == "sshd" for _, port, proc in listeners(hub))
+
+
+def test_nothing_public_but_sshd(hub):
+    public = [(a, p, proc) for a, p, proc in listeners(hub) if not is_loopback(a)]
+    assert public, "sshd should listen on a public address"
+    assert all(proc == "sshd" for _, _, proc in public), f"public listeners: {public}"
+
+
+def test_hub_api_on_loopback_and_healthy(hub):
+    conf = read_toml(hub, HUB_TOML)
+    host, _, port = conf["api"]["listen"].rpartition(":")
+    assert is_loopback(host)
+    status, _ = http_get(hub, f"http://{host}:{port}/healthz")
+    assert status == 200
+    status, _ = http_get(hub, f"http://{host}:{port}/api/v1/backups")
+    assert status == 401, "the API must refuse a request without token"
+    status, _ = http_get(hub, f"http://{host}:{port}/api/v1/backups", conf["api"]["token_file"])
+    assert status == 200
+
+
+def test_tokens_are_private(hub):
+    conf = read_toml(hub, HUB_TOML)
+    files = [conf["api"]["token_file"]] + [n["token_file"] for n in conf["nodes"].values()]
+    for path in files:
+        f = hub.file(path)
+        assert f.is_file, path
+        assert f.mode == 0o600, f"{path} has mode {f.mode:o}"
+        assert f.user == "sendense"
+
+
+def test_tunnel_users_are_forward_only(hub):
+    conf = read_toml(hub, HUB_TOML)
+    assert conf["nodes"], "no node is registered on the hub"
+    for node_id, node in conf["nodes"].items():
+        user = hub.user(f"sdt-{node_id}")
+        assert user.exists
+        assert user.shell.endswith("nologin")
+        shadow = run_ok(hub, "getent", "shadow", user.name).split(":")
+        assert shadow[1] == "*", "a tunnel user has no password (not even a locked one)"
+        reverse_port = int(node["api_url"].rsplit(":", 1)[1])
+        sshd = run_ok(hub, "/usr/sbin/sshd", "-T", "-C", f"user={user.name},host=n,addr=127.0.0.1")
+        settings = dict(line.split(" ", 1) for line in sshd.lower().splitlines() if " " in line)
+        assert settings["permitlisten"] == f"127.0.0.1:{reverse_port}"
+        assert settings["permittty"] == "no"
+        assert settings["allowstreamlocalforwarding"] == "no"
+        assert settings["maxsessions"] == "0"
+        assert settings["passwordauthentication"] == "no"
+
+
+def test_each_node_has_its_own_reverse_port(hub):
+    ports = [
+        int(n["api_url"].rsplit(":", 1)[1]) for n in read_toml(hub, HUB_TOML)["nodes"].values()
+    ]
+    assert len(ports) == len(set(ports))
+
+
+def test_node_api_reachable_through_reverse_port(hub):
+    for node_id, node in read_toml(hub, HUB_TOML)["nodes"].items():
+        base = node["api_url"]
+        status, _ = http_get(hub, f"{base}/healthz")
+        assert status == 200, f"node {node_id} API is not reachable through {base}"
+        status, body = http_get(hub, f"{base}/api/v1/vms/{NO_VM}", node["token_file"])
+        assert status == 404 and "vm_not_found" in body, body
+        status, _ = http_get(hub, f"{base}/api/v1/vms/{NO_VM}")
+        assert status == 401
+
+
+def test_hub_unit_hardening(hub):
+    score = exposure(hub, "sendense-hub.service")
+    print(f"exposure sendense-hub.service on {hub.backend.get_pytest_id()}: {score}")
+    assert score <= MAX_EXPOSURE
