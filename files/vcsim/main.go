@@ -20,6 +20,7 @@ func main() {
 	pass := flag.String("password", "pass", "vCenter password")
 	useTLS := flag.Bool("tls", true, "serve https")
 	urlFile := flag.String("url-file", "", "write the service URL to this file when ready")
+	vms := flag.Int("vms", 2, "virtual machines in the cluster (DC0_C0_RP0_VM0, _VM1, ...)")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -27,7 +28,7 @@ func main() {
 	model.Cluster = 1
 	model.Host = 0
 	model.ClusterHost = 1
-	model.Machine = 1
+	model.Machine = *vms
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
