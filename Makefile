@@ -43,6 +43,9 @@ lab-up: setup
 lab-down:
 	@bash files/scripts/lab.sh down
 
+demo: setup
+	@bash files/scripts/demo.sh
+
 bench: setup
 	$(BIN)/python -m bench
 

@@ -1,16 +1,21 @@
-"""`python -m sendense_tools.lab seed ...`: the lab's VM seeding command."""
+"""`python -m sendense_tools.lab seed|snapshots ...`: the lab's vCenter simulator helpers."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import click
+from rich.console import Console
 
 from sendense_tools.config import read_secret
 from sendense_tools.errors import SendenseError
 from sendense_tools.lab.seed import parse_sizes, seed_vm, seeded_as_dicts
+from sendense_tools.lab.summary import DemoFacts, render
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
+from sendense_tools.vsphere.inventory import find_vm
+from sendense_tools.vsphere.snapshots import list_snapshots
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,15 +23,33 @@ def lab() -> None:
     """Lab helpers (vCenter simulator)."""
 
 
+def vcenter_options(f: Callable) -> Callable:
+    for option in reversed(
+        [
+            click.option("--vcenter", "vcenter_url", required=True, help="https://HOST:PORT[/sdk]"),
+            click.option("--vm", "vm_name", required=True, help="VM name or moref"),
+            click.option("--user", default="user", show_default=True),
+            click.option("--password", default=None, help="default: the simulator's 'pass'"),
+            click.option("--password-file", type=click.Path(dir_okay=False), default=None),
+            click.option("--insecure", is_flag=True, help="skip certificate checks (lab only)"),
+            click.option("--thumbprint", default="", help="pinned SHA-1 thumbprint of vCenter"),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def connect(
+    vcenter_url: str, user: str, password: str | None, password_file: str | None, **tls: object
+) -> VsphereSession:
+    if password_file:
+        password = read_secret(password_file, "vCenter password")
+    return VsphereSession.connect(VcenterParams(vcenter_url, user, password or "pass", **tls))
+
+
 @lab.command()
-@click.option("--vcenter", "vcenter_url", required=True, help="https://HOST:PORT[/sdk]")
-@click.option("--vm", "vm_name", required=True, help="VM name or moref to seed")
+@vcenter_options
 @click.option("--disks", required=True, help="disk sizes, e.g. 64M,32M,16M")
-@click.option("--user", default="user", show_default=True)
-@click.option("--password", default=None, help="password (default: the simulator's 'pass')")
-@click.option("--password-file", type=click.Path(dir_okay=False), default=None)
-@click.option("--insecure", is_flag=True, help="skip certificate verification (lab only)")
-@click.option("--thumbprint", default="", help="pinned SHA-1 thumbprint of vCenter")
 @click.option("--seed", default="sendense", show_default=True, help="content seed")
 @click.option("--upload", is_flag=True, help="PUT through /folder even if the datastore is local")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
@@ -48,12 +71,9 @@ def seed(
         sizes = parse_sizes(disks)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--disks") from None
-    if password_file:
-        password = read_secret(password_file, "vCenter password")
-    params = VcenterParams(
-        vcenter_url, user, password or "pass", thumbprint=thumbprint, insecure=insecure
+    session = connect(
+        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
     )
-    session = VsphereSession.connect(params)
     try:
         result = seed_vm(session, vm_name, sizes, seed=seed, upload=upload)
     finally:
@@ -63,6 +83,51 @@ def seed(
     else:
         for d in result:
             click.echo(f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}")
+
+
+@lab.command()
+@vcenter_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def snapshots(
+    vcenter_url: str,
+    vm_name: str,
+    user: str,
+    password: str | None,
+    password_file: str | None,
+    insecure: bool,
+    thumbprint: str,
+    as_json: bool,
+) -> None:
+    """List the VM's snapshots (the demo checks that a backup left none)."""
+    session = connect(
+        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
+    )
+    try:
+        names = [s.name for s in list_snapshots(session, find_vm(session, vm_name))]
+    finally:
+        session.close()
+    click.echo(json.dumps({"vm": vm_name, "snapshots": names}) if as_json else "\n".join(names))
+
+
+@lab.command()
+@click.option("--record", type=click.File(), required=True, help="backup record JSON")
+@click.option("--seed", "seed_file", type=click.File(), required=True, help="seed JSON")
+@click.option("--snapshots", type=click.File(), required=True, help="`snapshots --json` output")
+@click.option("--exposure", multiple=True, help="UNIT=SCORE from systemd-analyze security")
+def summary(record, seed_file, snapshots, exposure: tuple[str, ...]) -> None:
+    """Print the demo's summary table; exit 1 unless every check passed."""
+    try:
+        scores = {u: float(s) for u, _, s in (e.partition("=") for e in exposure)}
+    except ValueError:
+        raise click.BadParameter("expected UNIT=SCORE", param_hint="--exposure") from None
+    facts = DemoFacts(
+        record=json.load(record),
+        seed=json.load(seed_file),
+        snapshots_left=json.load(snapshots)["snapshots"],
+        exposure=scores,
+    )
+    if not render(facts, Console()):
+        sys.exit(1)
 
 
 def main() -> None:

@@ -1,0 +1,65 @@
+#!/bin/bash
+# `make demo`: the whole product on the embedded lab. Starts (or reuses) the
+# hub, node and vcenter containers, deploys them with Ansible, backs up the
+# seeded 3-disk VM through the hub, verifies with testinfra, and summarises.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/files/lab/containers.conf}
+export ANSIBLE_CONFIG=$ROOT/ansible.cfg ANSIBLE_ROLES_PATH=$ROOT/roles
+BIN=$ROOT/.venv/bin
+SENDENSE=/opt/sendense/venv/bin/sendense
+T0=$(date +%s)
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+step "Lab: containers hub, node, vcenter"
+bash files/scripts/lab.sh up
+
+step "Deploy: ansible-playbook -i inventory/lab playbooks/site.yml"
+"$BIN/ansible-playbook" -i inventory/lab playbooks/site.yml
+
+podman exec vcenter cat /run/vcsim-lab/seed.json >"$TMP/seed.json"
+VM=$("$BIN/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$TMP/seed.json")
+
+step "Backup: sendense backup start --vm $VM --wait (on the node, through the tunnel)"
+TTY=(); [ -t 1 ] && TTY=(-t)
+podman exec "${TTY[@]}" node "$SENDENSE" backup start --vm "$VM" --wait
+podman exec hub "$SENDENSE" backup list --vm "$VM" --json >"$TMP/list.json"
+ID=$("$BIN/python" -c '
+import json, sys
+records = json.load(open(sys.argv[1]))
+records = records["backups"] if isinstance(records, dict) else records
+print(max(records, key=lambda r: r["created_at"])["id"])' "$TMP/list.json")
+podman exec hub "$SENDENSE" backup show "$ID" --json >"$TMP/record.json"
+
+step "Verify: testinfra suites (tests/infra) against the lab"
+SENDENSE_INFRA_HUBS=podman://hub SENDENSE_INFRA_NODES=podman://node SENDENSE_INFRA_VCENTERS=podman://vcenter \
+  "$BIN/pytest" -p no:cacheprovider -q tests/infra
+
+podman exec vcenter /opt/sendense/venv/bin/python -m sendense_tools.lab snapshots \
+  --vcenter https://127.0.0.1/sdk --vm "$VM" --insecure --json >"$TMP/snapshots.json"
+EXPOSURE=()
+for pair in hub:sendense-hub node:sendense-node node:sendense-tunnel; do
+  host=${pair%%:*} unit=${pair#*:}
+  score=$(podman exec "$host" systemd-analyze security --no-pager "$unit.service" \
+    | awk 'match($0, /Overall exposure level.*: [0-9.]+/) { n = split(substr($0, RSTART, RLENGTH), f, " "); print f[n] }')
+  EXPOSURE+=(--exposure "$unit=$score")
+done
+
+step "Summary ($(( $(date +%s) - T0 )) s)"
+"$BIN/python" -m sendense_tools.lab summary --record "$TMP/record.json" --seed "$TMP/seed.json" \
+  --snapshots "$TMP/snapshots.json" "${EXPOSURE[@]}"
+
+cat <<EOT
+
+The lab is still running. Look around:
+  podman exec -it node bash                      # the customer-site appliance
+  podman exec node sendense tunnel status
+  podman exec hub sendense backup list           # records on the hub
+  podman exec -it node sendense backup start --vm $VM --wait
+  hub API  http://127.0.0.1:8082 (inside hub; token /etc/sendense/api-token)
+  node API http://127.0.0.1:8081 (inside node), reached from the hub at its reverse port
+Remove it with: make lab-down
+EOT
