@@ -29,24 +29,10 @@ from sendense_tools.hub.exports import (
     write_tls_dir,
 )
 from sendense_tools.hub.service import Hub
+from tests.fixtures.ports import free_port_range
 
 EXPORTS = 101
 CAPACITY = 1024**3
-
-
-def _free_range(count: int, start: int = 30000) -> tuple[int, int]:
-    port = start
-    while port + count < 60000:
-        for p in range(port, port + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    port = p + 1
-                    break
-        else:
-            return port, port + count - 1
-    raise RuntimeError("no free port range")
 
 
 def _free_port() -> int:
@@ -63,7 +49,7 @@ def _rss_kib(pid: int | str = "self") -> int:
 
 
 async def _one_alone(tmp: Path, opts: ExportOptions) -> float:
-    port = _free_range(1)[0]
+    port = free_port_range(1)[0]
     path = tmp / f"alone-{port}.qcow2"
     start = time.perf_counter()
     await create_image(path, CAPACITY)
@@ -111,7 +97,7 @@ async def _run(tmp: Path) -> None:
     token_file.write_text(token)
     token_file.chmod(0o600)
     node, node_url = await _node(token)
-    lo, hi = _free_range(EXPORTS)
+    lo, hi = free_port_range(EXPORTS)
     config = parse_config(
         {
             "api": {"listen": f"127.0.0.1:{_free_port()}", "token_file": str(token_file)},

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import click
 from rich.console import Console
 
+from sendense_tools.clirun import run
 from sendense_tools.config import read_secret
-from sendense_tools.errors import SendenseError
 from sendense_tools.lab.seed import parse_sizes, seed_vm, seeded_as_dicts
 from sendense_tools.lab.summary import DemoFacts, render
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
@@ -131,13 +131,4 @@ def summary(record, seed_file, snapshots, exposure: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    try:
-        lab.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        click.echo(f"sendense-lab: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
-    except SendenseError as exc:
-        click.echo(f"sendense-lab: error: {exc}", err=True)
-        sys.exit(1)
+    run(lab, "sendense-lab")

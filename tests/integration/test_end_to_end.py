@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from sendense_tools.lab.seed import seed_vm
 from sendense_tools.nbd.digest import sha256_of_image
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from tests.fixtures.ports import free_port, port_is_listening
+from tests.fixtures.procs import stop_process
 from tests.fixtures.sshd import Sshd, running_sshd, write_toml
 from tests.fixtures.vcsim import SnapshotWatch, VcsimLab, remaining_snapshots
 
@@ -45,13 +45,7 @@ class Proc:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
 
 
 def start(base: Path, name: str, *args: str) -> Proc:

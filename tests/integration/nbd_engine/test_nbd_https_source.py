@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from sendense_tools.nbd.copy import copy_disk
 from sendense_tools.nbd.sources import SourceError, https_source
 from tests.fixtures.ports import free_port
+from tests.fixtures.procs import stop_process
 from tests.integration.nbd_engine.servers import make_sparse_disk
 
 VCSIM = Path(__file__).resolve().parents[3] / ".cache" / "bin" / "vcsim-lab"
@@ -77,12 +77,7 @@ def datastore_file() -> Iterator[DatastoreFile]:
         finally:
             Disconnect(si)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
