@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/files/lab/containers.conf
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-MOLECULE_SCENARIOS := default
+MOLECULE_SCENARIOS := default fleet
 
 .PHONY: setup test lint unit integration molecule demo bench lab-up lab-down release clean
 
@@ -45,6 +45,10 @@ lab-down:
 
 demo: setup
 	@bash files/scripts/demo.sh
+
+# Refuses unless lint and every Molecule scenario pass; see files/scripts/release.sh.
+release: setup
+	@bash files/scripts/release.sh "$(VERSION)"
 
 bench: setup
 	$(BIN)/python -m bench
