@@ -24,6 +24,7 @@ from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import DiskInfo, VmInfo, describe_vm, find_vm
 from sendense_tools.vsphere.snapshots import (
+    DEFAULT_OWNER,
     SnapshotRef,
     create_snapshot,
     remove_leftovers,
@@ -49,6 +50,8 @@ class BackupOptions:
     # Needed by the vddk transport only (nbdkit reads the password from it).
     password_file: str = ""
     retry_for: float = 300.0
+    # Which appliance's snapshots this run may clean up (the node id when serving).
+    owner: str = DEFAULT_OWNER
 
 
 @dataclass
@@ -149,11 +152,11 @@ async def backup_vm(
             hooks.on_vm(info)
         match_targets(info.disks, targets)
         vm_obj = await run_blocking(find_vm, session, info.moref)
-        leftovers = await run_blocking(remove_leftovers, session, vm_obj)
+        leftovers = await run_blocking(remove_leftovers, session, vm_obj, options.owner)
         name = snapshot_name(job_id)
         snap: SnapshotRef
         snap, cancelled = await finish_blocking(
-            create_snapshot, session, vm_obj, name, options.quiesce
+            create_snapshot, session, vm_obj, name, options.quiesce, options.owner
         )
         if hooks.on_snapshot:
             hooks.on_snapshot(name)

@@ -46,6 +46,7 @@ def backup_options(cfg: NodeConfig) -> BackupOptions:
         vddk_libdir=b.vddk_libdir,
         retry_for=b.retry_for,
         password_file=str(Path(cfg.vcenter.password_file).resolve()),
+        owner=cfg.node.id,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,11 @@ from sendense_tools.vsphere.props import read_props, wait_task
 # Every snapshot this tool creates is named with this prefix, so a later run
 # can recognise and remove one that a crash left behind.
 SNAPSHOT_PREFIX = "sendense-"
+# The description names the appliance that made the snapshot: two appliances
+# may share a vCenter, and one must never remove the other's snapshot while
+# that backup is still running.
+OWNER_MARK = "sendense-owner="
+DEFAULT_OWNER = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,12 @@ class SnapshotRef:
     moref: str
     obj: Any
     created: datetime | None = None
+    description: str = ""
+
+    def owned_by(self, owner: str) -> bool:
+        return self.name.startswith(SNAPSHOT_PREFIX) and self.description.endswith(
+            f"{OWNER_MARK}{owner}"
+        )
 
 
 def snapshot_name(job_id: str) -> str:
@@ -36,18 +48,30 @@ def list_snapshots(session: VsphereSession, vm: vim.VirtualMachine) -> list[Snap
     stack = list(info.rootSnapshotList or []) if info is not None else []
     while stack:
         node = stack.pop()
-        out.append(SnapshotRef(node.name, node.snapshot._moId, node.snapshot, node.createTime))
+        out.append(
+            SnapshotRef(
+                node.name,
+                node.snapshot._moId,
+                node.snapshot,
+                node.createTime,
+                node.description or "",
+            )
+        )
         stack.extend(node.childSnapshotList or [])
     return out
 
 
 def create_snapshot(
-    session: VsphereSession, vm: vim.VirtualMachine, name: str, quiesce: bool = False
+    session: VsphereSession,
+    vm: vim.VirtualMachine,
+    name: str,
+    quiesce: bool = False,
+    owner: str = DEFAULT_OWNER,
 ) -> SnapshotRef:
     task = session.call(
         vm.CreateSnapshot_Task,
         name=name,
-        description="Sendense backup; removed by Sendense when the backup ends",
+        description=f"Sendense backup, removed when it ends; {OWNER_MARK}{owner}",
         memory=False,
         quiesce=quiesce,
     )
@@ -66,11 +90,13 @@ def remove_snapshot(session: VsphereSession, snap: SnapshotRef) -> None:
     wait_task(session, task, f"remove snapshot {snap.name!r}")
 
 
-def remove_leftovers(session: VsphereSession, vm: vim.VirtualMachine) -> list[str]:
-    """Remove snapshots an earlier run of this tool left behind; return their names."""
+def remove_leftovers(
+    session: VsphereSession, vm: vim.VirtualMachine, owner: str = DEFAULT_OWNER
+) -> list[str]:
+    """Remove snapshots an earlier run on this appliance left behind; return their names."""
     removed = []
     for snap in list_snapshots(session, vm):
-        if snap.name.startswith(SNAPSHOT_PREFIX):
+        if snap.owned_by(owner):
             remove_snapshot(session, snap)
             removed.append(snap.name)
     return removed

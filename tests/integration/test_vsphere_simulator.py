@@ -75,14 +75,20 @@ def test_snapshot_create_read_remove(vcsim, session):
 
 def test_leftover_cleanup_removes_only_our_snapshots(vcsim, session):
     vm = find_vm(session, vcsim.vm)
-    create_snapshot(session, vm, "sendense-crashed-job")
+    create_snapshot(session, vm, "sendense-crashed-job", owner="site-a")
     theirs = create_snapshot(session, vm, "customer-snapshot")
+    # Another appliance on the same vCenter, mid-backup: not ours to remove.
+    other = create_snapshot(session, vm, "sendense-running-elsewhere", owner="site-b")
     try:
-        removed = remove_leftovers(session, vm)
+        removed = remove_leftovers(session, vm, owner="site-a")
         assert removed == ["sendense-crashed-job"]
-        assert [s.name for s in list_snapshots(session, vm)] == ["customer-snapshot"]
+        assert sorted(s.name for s in list_snapshots(session, vm)) == [
+            "customer-snapshot",
+            "sendense-running-elsewhere",
+        ]
     finally:
         remove_snapshot(session, theirs)
+        remove_snapshot(session, other)
     assert list_snapshots(session, vm) == []
 
 
