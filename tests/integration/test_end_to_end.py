@@ -1,22 +1,10 @@
-"""The whole product on loopback: hub, node and tunnel as real processes, a real
-sshd with the forward-only policy, the vCenter simulator and qemu-nbd.
-
-The node side of the tunnel binds 127.0.0.2, so every byte the node writes to
-the hub's exports crosses the SSH connection (the hub's qemu-nbd listens on
-127.0.0.1 only).
-"""
+"""End to end on loopback: a 3-disk VM backed up through the hub and a real
+SSH tunnel, and the same through a 10 s hub outage (tests/fixtures/stack.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import secrets
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,163 +12,9 @@ import pytest
 from sendense_tools.lab.seed import seed_vm
 from sendense_tools.nbd.digest import sha256_of_image
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
-from tests.fixtures.ports import free_port, port_is_listening
-from tests.fixtures.procs import stop_process
-from tests.fixtures.sshd import Sshd, running_sshd, write_toml
+from tests.fixtures.ports import port_is_listening
+from tests.fixtures.stack import Stack, running_stack, wait_until
 from tests.fixtures.vcsim import SnapshotWatch, VcsimLab, remaining_snapshots
-
-NODE_HOST = "127.0.0.2"
-
-
-def _secret(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return path
-
-
-@dataclass
-class Proc:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=30)
-
-
-def start(base: Path, name: str, *args: str) -> Proc:
-    log = base / f"{name}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sendense_tools", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Proc(name, proc, log)
-
-
-def wait_until(check, what: str, procs: list[Proc], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        for p in procs:
-            if p.proc.poll() is not None:
-                raise AssertionError(f"{p.name} exited: {p.log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.name}\n{p.log.read_text()[-1500:]}" for p in procs)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.1)
-
-
-@dataclass
-class Stack:
-    base: Path
-    sshd: Sshd
-    hub_url: str  # the hub API as the node sees it: through the tunnel
-    node_token: Path
-    admin_token: Path
-    repository: Path
-    procs: list[Proc]
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "sendense_tools", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(
-            f"{self.hub_url}{path}",
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={
-                "Authorization": f"Bearer {self.node_token.read_text().strip()}",
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-
-    def metrics(self) -> dict:
-        return self.api("GET", "/api/v1/nbd/metrics")
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log.read_text()[-3000:]}" for p in self.procs)
-
-
-@contextlib.contextmanager
-def running_stack(lab: VcsimLab, base: Path) -> Iterator[Stack]:
-    procs: list[Proc] = []
-    with running_sshd(nbd_count=8) as sshd:
-        try:
-            admin = _secret(base / "admin-token", secrets.token_hex(16))
-            node_token = _secret(base / "node-token", secrets.token_hex(16))
-            password = _secret(base / "vcenter-password", lab.password)
-            repository = base / "repository"
-            node_port = free_port()
-            hub_toml = write_toml(
-                base / "hub.toml",
-                {
-                    "api": {"listen": f"127.0.0.1:{sshd.api_port}", "token_file": str(admin)},
-                    "nbd": {"port_range": f"{sshd.nbd_ports[0]}-{sshd.nbd_ports[1]}"},
-                    "repository": {"path": str(repository)},
-                    "state": {"db": str(base / "hub.db")},
-                    "nodes.test": {
-                        "api_url": f"http://127.0.0.1:{sshd.reverse_port}",
-                        "token_file": str(node_token),
-                    },
-                },
-            )
-            node_toml = write_toml(
-                base / "node.toml",
-                {
-                    "api": {"listen": f"{NODE_HOST}:{node_port}", "token_file": str(node_token)},
-                    "node": {"id": "test"},
-                    "hub": {
-                        "api_url": f"http://{NODE_HOST}:{sshd.api_port}",
-                        "nbd_host": NODE_HOST,
-                    },
-                    "vcenter": {
-                        "url": lab.url,
-                        "user": lab.user,
-                        "password_file": str(password),
-                        "thumbprint": lab.thumbprint,
-                    },
-                    "backup": {"transport": "https", "connections_per_disk": 2},
-                },
-            )
-            tunnel_cfg = sshd.tunnel_config(
-                base / "tunnel-status.json",
-                forwards={"reverse_target": f"127.0.0.1:{node_port}", "bind": NODE_HOST},
-            )
-            # The reverse forward's target is the node API, which listens on 127.0.0.2.
-            tunnel_cfg["forwards"]["reverse_target"] = f"{NODE_HOST}:{node_port}"
-            tunnel_toml = write_toml(base / "tunnel.toml", tunnel_cfg)
-
-            procs.append(start(base, "hub", "hub", "serve", "--config", str(hub_toml)))
-            procs.append(start(base, "node", "node", "serve", "--config", str(node_toml)))
-            procs.append(start(base, "tunnel", "tunnel", "run", "--config", str(tunnel_toml)))
-
-            def tunnel_up() -> bool:
-                status = base / "tunnel-status.json"
-                return status.exists() and json.loads(status.read_text()).get("connected", False)
-
-            wait_until(tunnel_up, "the tunnel to connect", procs)
-            wait_until(lambda: port_is_listening(sshd.reverse_port), "the reverse forward", procs)
-            yield Stack(
-                base,
-                sshd,
-                f"http://{NODE_HOST}:{sshd.api_port}",
-                node_token,
-                admin,
-                repository,
-                procs,
-            )
-        finally:
-            for p in reversed(procs):
-                p.stop()
 
 
 def assert_backup_matches(stack: Stack, record: dict, expected: dict[str, str]) -> None:
