@@ -40,6 +40,13 @@ def region_bytes(region: Region, seed: str) -> bytes:
     return random.Random(f"{seed}@{region.offset}").randbytes(region.length)
 
 
+def _hash_zeros(h: hashlib._Hash, length: int) -> None:
+    while length:
+        n = min(length, GRAIN)
+        h.update(ZERO_GRAIN[:n])
+        length -= n
+
+
 def content_sha256(capacity: int, seed: str) -> str:
     """SHA-256 of the whole guest content the pattern describes (zeros included)."""
     h = hashlib.sha256()
@@ -47,11 +54,7 @@ def content_sha256(capacity: int, seed: str) -> str:
         if r.data:
             h.update(region_bytes(r, seed))
         else:
-            left = r.length
-            while left:
-                n = min(left, GRAIN)
-                h.update(ZERO_GRAIN[:n])
-                left -= n
+            _hash_zeros(h, r.length)
     return h.hexdigest()
 
 
@@ -67,11 +70,7 @@ def write_sparse_file(path: str, capacity: int, seed: str) -> str:
                 f.write(buf)
                 h.update(buf)
             else:
-                left = r.length
-                while left:
-                    n = min(left, GRAIN)
-                    h.update(ZERO_GRAIN[:n])
-                    left -= n
+                _hash_zeros(h, r.length)
     return h.hexdigest()
 
 

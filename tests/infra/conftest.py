@@ -135,3 +135,14 @@ def hub_of(node, hubs: list):
         if node_id in read_toml(hub, "/etc/sendense/hub.toml").get("nodes", {}):
             return hub
     pytest.skip(f"the hub of node {node_id} is not among the tested hosts")
+
+
+def tunnel_ssh_argv(tunnel: dict, *extra: str) -> list[str]:
+    """ssh to the hub as the node's tunnel user, with its key and pinned host key."""
+    hub = tunnel["hub"]
+    return [
+        "timeout", "60", "ssh", "-F", "/dev/null", "-i", hub["key_file"],
+        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={hub['known_hosts']}", "-o", "ConnectTimeout=20",
+        "-p", str(hub["port"]), "-l", hub["user"], *extra, hub["host"],
+    ]  # fmt: skip

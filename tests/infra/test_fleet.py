@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import SENDENSE, VENV, hosts_for, read_toml, run_ok
+from tests.infra.conftest import SENDENSE, VENV, hosts_for, read_toml, run_ok, tunnel_ssh_argv
 
 HUB_TOML = "/etc/sendense/hub.toml"
 NODE_TOML = "/etc/sendense/node.toml"
@@ -233,13 +233,7 @@ def api(host, method: str, url: str, token_file: str | None = None, body: Any = 
 
 def ssh_argv(m: Member, *extra: str) -> list[str]:
     """ssh from node m to its hub as m's tunnel user with m's key and pinned host key."""
-    hub = m.tunnel["hub"]
-    return [
-        "timeout", "60", "ssh", "-F", "/dev/null", "-i", hub["key_file"],
-        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={hub['known_hosts']}", "-o", "ConnectTimeout=20",
-        "-p", str(hub["port"]), "-l", hub["user"], *extra, hub["host"],
-    ]  # fmt: skip
+    return tunnel_ssh_argv(m.tunnel, *extra)
 
 
 def sha256_of_file(host, path: str) -> str:

@@ -16,20 +16,11 @@ from tests.infra.conftest import (
     listeners,
     read_toml,
     run_ok,
+    tunnel_ssh_argv,
 )
 
 NODE_TOML = "/etc/sendense/node.toml"
 TUNNEL_TOML = "/etc/sendense/tunnel.toml"
-
-
-def _ssh_argv(tunnel: dict, *extra: str) -> list[str]:
-    hub = tunnel["hub"]
-    return [
-        "timeout", "60", "ssh", "-F", "/dev/null", "-i", hub["key_file"],
-        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={hub['known_hosts']}", "-o", "ConnectTimeout=20",
-        "-p", str(hub["port"]), "-l", hub["user"], *extra, hub["host"],
-    ]  # fmt: skip
 
 
 def test_tunnel_key_present_and_private(node):
@@ -116,7 +107,7 @@ def test_nbd_through_tunnel(node, hubs):
 
 def test_tunnel_user_gets_no_shell(node):
     tunnel = read_toml(node, TUNNEL_TOML)
-    argv = [*_ssh_argv(tunnel), "echo", "SENDENSE-SHELL-OPEN"]
+    argv = [*tunnel_ssh_argv(tunnel), "echo", "SENDENSE-SHELL-OPEN"]
     cmd = node.run(shlex.join(argv))
     assert cmd.rc != 0
     assert "SENDENSE-SHELL-OPEN" not in cmd.stdout
@@ -125,7 +116,7 @@ def test_tunnel_user_gets_no_shell(node):
 def test_tunnel_user_allowed_forward_works(node):
     tunnel = read_toml(node, TUNNEL_TOML)
     api_port = tunnel["forwards"]["api_port"]
-    argv = _ssh_argv(tunnel, "-W", f"127.0.0.1:{api_port}")
+    argv = tunnel_ssh_argv(tunnel, "-W", f"127.0.0.1:{api_port}")
     request = "GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n"
     # Keep stdin open a moment: an early EOF half-closes the request stream.
     cmd = node.run(f"(printf '{request}'; sleep 3) | {shlex.join(argv)}")
@@ -134,9 +125,8 @@ def test_tunnel_user_allowed_forward_works(node):
 
 def test_tunnel_user_denied_other_forward(node):
     tunnel = read_toml(node, TUNNEL_TOML)
-    cmd = node.run(
-        shlex.join(_ssh_argv(tunnel, "-W", f"127.0.0.1:{tunnel['hub']['port']}")) + " </dev/null"
-    )
+    argv = tunnel_ssh_argv(tunnel, "-W", f"127.0.0.1:{tunnel['hub']['port']}")
+    cmd = node.run(shlex.join(argv) + " </dev/null")
     assert cmd.rc != 0
     assert "prohibited" in cmd.stderr or "open failed" in cmd.stderr, cmd.stderr
 
@@ -144,7 +134,7 @@ def test_tunnel_user_denied_other_forward(node):
 def test_tunnel_user_denied_other_listen(node):
     tunnel = read_toml(node, TUNNEL_TOML)
     other = int(tunnel["forwards"]["reverse_port"]) + 1000
-    argv = _ssh_argv(
+    argv = tunnel_ssh_argv(
         tunnel, "-N", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{other}:127.0.0.1:8081"
     )
     cmd = node.run(shlex.join(argv))
