@@ -9,7 +9,7 @@ APT_PACKAGES=(
   qemu-utils nbdkit libnbd-bin python3-libnbd python3-venv python3-pip
   openssh-server openssh-client podman runc debootstrap uidmap slirp4netns
   golang-go golang-github-vmware-govmomi-dev systemd sqlite3 curl iproute2
-  ca-certificates git make netavark aardvark-dns
+  ca-certificates git make netavark aardvark-dns iptables
 )
 
 missing=()
