@@ -42,4 +42,5 @@ fi
 
 bash files/vcsim/build.sh
 bash files/lab/build-image.sh
+bash files/lab/selfcheck.sh
 echo "setup: ready"
