@@ -33,7 +33,7 @@ def _path_without(tmp_path: Path, hidden: str) -> str:
     """A PATH of symlinks to every program on this machine's PATH but `hidden*`."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for d in os.environ["PATH"].split(os.pathsep) + ["/usr/sbin", "/sbin"]:
+    for d in [*os.environ["PATH"].split(os.pathsep), "/usr/sbin", "/sbin"]:
         if not os.path.isdir(d):
             continue
         for name in os.listdir(d):
