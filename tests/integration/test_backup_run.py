@@ -27,8 +27,8 @@ def sendense(*args: str) -> list[str]:
 def run_args(vcsim, targets: str, *extra: str) -> list[str]:
     return sendense(
         "backup", "run", "--vcenter", vcsim.url, "--vm", vcsim.vm, "--nbd-targets", targets,
-        "--user", vcsim.user, "--password-file", str(vcsim.password_file()), "--insecure",
-        *extra,
+        "--user", vcsim.user, "--password-file", str(vcsim.password_file()),
+        "--thumbprint", vcsim.thumbprint, *extra,
     )  # fmt: skip
 
 
@@ -148,17 +148,20 @@ def test_targets_that_miss_a_disk_are_bad_usage_naming_it(vcsim, snapshot_watch)
 
 
 def test_insecure_and_thumbprint_exclude_each_other(vcsim):
-    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/a", "--thumbprint", vcsim.thumbprint))
+    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/a", "--insecure"))
     assert proc.returncode == 2
     assert "exclude each other" in proc.stderr
 
 
-def test_pinned_thumbprint_backup(vcsim, qemu_nbd_target):
+def test_insecure_backup_says_it_verifies_nothing(vcsim, qemu_nbd_target):
     text, _ = make_targets(vcsim, qemu_nbd_target)
-    args = [a for a in run_args(vcsim, text, "--json") if a != "--insecure"]
-    proc = run([*args, "--thumbprint", vcsim.thumbprint])
+    args = run_args(vcsim, text, "--json")
+    i = args.index("--thumbprint")
+    proc = run([*args[:i], *args[i + 2 :], "--insecure"])
     assert proc.returncode == 0, proc.stderr
     assert {d["disk_id"]: d["sha256"] for d in json.loads(proc.stdout)["disks"]} == vcsim.sha256s
+    warning = [line for line in proc.stderr.splitlines() if "--insecure" in line]
+    assert len(warning) == 1 and "NOT verified" in warning[0], proc.stderr
 
 
 def test_password_file_must_be_private(vcsim, tmp_path):
