@@ -13,7 +13,7 @@ import pytest
 
 from sendense_tools.nbd.digest import sha256_of_nbd
 from sendense_tools.vsphere.inventory import find_vm
-from sendense_tools.vsphere.snapshots import create_snapshot
+from sendense_tools.vsphere.snapshots import create_snapshot, remove_snapshot
 from tests.fixtures.ports import free_port
 from tests.fixtures.vcsim import remaining_snapshots
 
@@ -92,6 +92,32 @@ def test_leftover_snapshot_of_an_earlier_run_is_removed_at_start(vcsim, qemu_nbd
     proc = run(run_args(vcsim, text, "--json"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["leftovers_removed"] == ["sendense-crashed-run"]
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_https_refuses_a_vm_that_already_has_snapshots_and_leaves_only_them(
+    vcsim, qemu_nbd_target, snapshot_watch
+):
+    session = vcsim.session()
+    vm = find_vm(session, vcsim.vm)
+    theirs = [create_snapshot(session, vm, n) for n in ("before-upgrade", "other-tool")]
+    try:
+        text, made = make_targets(vcsim, qemu_nbd_target)
+        proc = run(run_args(vcsim, text, "--job-id", "t-stale"))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"sendense: error: VM {vcsim.vm} already has snapshot(s) ")
+        assert "'before-upgrade'" in lines[0] and "'other-tool'" in lines[0]
+        assert "vddk" in lines[0]
+        assert sorted(remaining_snapshots(vcsim)) == ["before-upgrade", "other-tool"]
+        assert "sendense-t-stale" not in snapshot_watch.seen
+        # nothing was written to the targets: they still read as zeroes
+        assert all(sha256_of_nbd(t.uri) != d.sha256 for d, t in zip(vcsim.disks, made, strict=True))
+    finally:
+        for snap in reversed(theirs):
+            remove_snapshot(session, snap)
+        session.close()
     assert remaining_snapshots(vcsim) == []
 
 
