@@ -43,8 +43,9 @@ def refuse_other_snapshots(transport: str, vm_name: str, others: list[SnapshotRe
         return
     names = ", ".join(repr(s.name) for s in others)
     raise SourceError(
-        f"VM {vm_name} already has snapshot(s) {names}: the https transport would read the "
-        "older data of their base disk; remove them or use the vddk transport (--transport vddk)"
+        f"VM {vm_name} already has snapshot(s) {names}: the https transport can read only a "
+        "VM's sole snapshot (otherwise its disks are deltas over older data); remove them or "
+        'use the vddk transport (--transport vddk, [backup] transport = "vddk")'
     )
 
 
