@@ -137,6 +137,9 @@ class Trust:
 def establish_trust(params: VcenterParams) -> Trust:
     """Check the pin (if any) on a probe and return what the real connections must trust."""
     ep = parse_vcenter_url(params.url)
+    if params.insecure and params.thumbprint:
+        # Which one was meant cannot be guessed: skipping the pin would be silent.
+        raise VsphereError("vCenter: insecure and a pinned thumbprint exclude each other")
     if params.insecure:
         log.warning(
             "warning: vCenter %s: --insecure: its certificate is NOT verified; anyone on the "

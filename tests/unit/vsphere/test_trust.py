@@ -160,3 +160,9 @@ def test_insecure_is_the_only_unverified_mode_and_says_so(caplog):
     ]
     verified = establish_trust(VcenterParams("https://vc.example", "u", "p"))
     assert verified.context.verify_mode == ssl.CERT_REQUIRED and verified.context.check_hostname
+
+
+def test_insecure_with_a_pin_is_refused_not_silently_unpinned():
+    both = VcenterParams("https://vc", "u", "p", thumbprint="aa:" * 19 + "aa", insecure=True)
+    with pytest.raises(VsphereError, match="exclude each other"):
+        establish_trust(both)
