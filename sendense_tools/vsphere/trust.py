@@ -131,7 +131,7 @@ class Trust:
         try:
             return sha1_thumbprint(fetch_certificate(self.endpoint, self.context))
         except ssl.SSLCertVerificationError as exc:
-            raise self.refusal("certificate", exc) from None
+            raise self.refusal("VDDK thumbprint", exc) from None
 
 
 def establish_trust(params: VcenterParams) -> Trust:
@@ -142,8 +142,8 @@ def establish_trust(params: VcenterParams) -> Trust:
         raise VsphereError("vCenter: insecure and a pinned thumbprint exclude each other")
     if params.insecure:
         log.warning(
-            "warning: vCenter %s: --insecure: its certificate is NOT verified; anyone on the "
-            "path can read the password and the disks",
+            "warning: vCenter %s: insecure mode (--insecure, [vcenter] insecure): its "
+            "certificate is NOT verified; anyone on the path can read the password and the disks",
             ep.netloc,
         )
         return Trust("insecure", ep, unverified_context())

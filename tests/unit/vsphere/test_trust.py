@@ -140,7 +140,7 @@ def test_ca_mode_refuses_a_certificate_its_cas_did_not_sign(server, tmp_path):
         VcenterParams(f"https://127.0.0.1:{server.endpoint.port}", "u", "p", ca_file=str(other_ca))
     )
     assert trust.mode == "ca"
-    with pytest.raises(VsphereError, match="is not trusted on the certificate connection"):
+    with pytest.raises(VsphereError, match="is not trusted on the VDDK thumbprint connection"):
         trust.vddk_thumbprint()
 
 
@@ -155,8 +155,8 @@ def test_insecure_is_the_only_unverified_mode_and_says_so(caplog):
         trust = establish_trust(VcenterParams("https://vc.example:8443", "u", "p", insecure=True))
     assert trust.mode == "insecure" and trust.context.verify_mode == ssl.CERT_NONE
     assert [r.getMessage() for r in caplog.records] == [
-        "warning: vCenter vc.example:8443: --insecure: its certificate is NOT verified; anyone "
-        "on the path can read the password and the disks"
+        "warning: vCenter vc.example:8443: insecure mode (--insecure, [vcenter] insecure): its "
+        "certificate is NOT verified; anyone on the path can read the password and the disks"
     ]
     verified = establish_trust(VcenterParams("https://vc.example", "u", "p"))
     assert verified.context.verify_mode == ssl.CERT_REQUIRED and verified.context.check_hostname
