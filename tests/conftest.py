@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.ports",
     "tests.fixtures.qemu_nbd",
     "tests.fixtures.sshd",
+    "tests.fixtures.tlsproxy",
     "tests.fixtures.vcsim",
 ]

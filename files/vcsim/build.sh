@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=../../.cache/bin/vcsim-lab
-SRC_HASH=$(cat main.go build.sh | sha256sum | cut -c1-16)
+SRC_HASH=$(cat main.go cert.go build.sh | sha256sum | cut -c1-16)
 if [ -x "$OUT" ] && [ "$(cat "$OUT.hash" 2>/dev/null)" = "$SRC_HASH" ]; then
   exit 0
 fi
@@ -11,10 +11,10 @@ mkdir -p "$(dirname "$OUT")"
 echo "setup: building the vCenter simulator"
 BUILD=$(mktemp -d)
 trap 'rm -rf "$BUILD"' EXIT
-cp main.go "$BUILD/"
+cp main.go cert.go "$BUILD/"
 cd "$BUILD"
 export GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS=-mod=mod GOCACHE=${GOCACHE:-/root/.cache/go-build}
-mkdir -p src/vcsimlab && mv main.go src/vcsimlab/
+mkdir -p src/vcsimlab && mv main.go cert.go src/vcsimlab/
 GOPATH="$BUILD:/usr/share/gocode" GO111MODULE=off go build -o vcsim-lab ./src/vcsimlab
 cd - >/dev/null
 cp "$BUILD/vcsim-lab" "$OUT"

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -21,6 +22,8 @@ func main() {
 	useTLS := flag.Bool("tls", true, "serve https")
 	urlFile := flag.String("url-file", "", "write the service URL to this file when ready")
 	vms := flag.Int("vms", 2, "virtual machines in the cluster (DC0_C0_RP0_VM0, _VM1, ...)")
+	certFile := flag.String("cert", "", "PEM certificate to serve, made (with -key) when missing")
+	keyFile := flag.String("key", "", "PEM private key of -cert, made when missing")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -36,8 +39,15 @@ func main() {
 
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *pass)}
 	if *useTLS {
-		// An empty config makes the simulator serve https with its own self-signed certificate.
-		model.Service.TLS = new(tls.Config)
+		host, _, err := net.SplitHostPort(*listen)
+		if err != nil {
+			log.Fatal(err)
+		}
+		cert, err := loadOrCreateCertificate(*certFile, *keyFile, certNames(host))
+		if err != nil {
+			log.Fatal(err)
+		}
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	server := model.Service.NewServer()
 	defer server.Close()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
-from sendense_tools.backup.sources import open_source
+from sendense_tools.backup.sources import open_source, refuse_other_snapshots
 from sendense_tools.backup.targets import BackupError, match_targets
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.copy import CopyCancelled, CopyProgress, CopyResult, copy_disk
@@ -27,6 +27,7 @@ from sendense_tools.vsphere.snapshots import (
     DEFAULT_OWNER,
     SnapshotRef,
     create_snapshot,
+    list_snapshots,
     remove_leftovers,
     remove_snapshot,
     snapshot_disks,
@@ -153,6 +154,8 @@ async def backup_vm(
         match_targets(info.disks, targets)
         vm_obj = await run_blocking(find_vm, session, info.moref)
         leftovers = await run_blocking(remove_leftovers, session, vm_obj, options.owner)
+        # Refused before ours exists, so that nothing is left to remove.
+        await _refuse_if_not_alone(session, vm_obj, info, options, None)
         name = snapshot_name(job_id)
         snap: SnapshotRef
         snap, cancelled = await finish_blocking(
@@ -163,6 +166,8 @@ async def backup_vm(
         try:
             if cancelled:
                 raise asyncio.CancelledError
+            # A snapshot taken between the check above and ours: ours is then a delta too.
+            await _refuse_if_not_alone(session, vm_obj, info, options, snap)
             results = await _copy_all(session, info, snap, targets, options, hooks, cancel)
         except BaseException as exc:
             try:
@@ -183,6 +188,20 @@ async def backup_vm(
         disks=[DiskOutcome.of(results[d.disk_id]) for d in info.disks],
         leftovers_removed=leftovers,
     )
+
+
+async def _refuse_if_not_alone(
+    session: VsphereSession,
+    vm_obj: Any,
+    info: VmInfo,
+    options: BackupOptions,
+    ours: SnapshotRef | None,
+) -> None:
+    if options.transport != "https":
+        return
+    snaps = await run_blocking(list_snapshots, session, vm_obj)
+    others = [s for s in snaps if ours is None or s.moref != ours.moref]
+    refuse_other_snapshots(options.transport, info.name, others)
 
 
 async def _copy_all(

@@ -10,15 +10,11 @@ from typing import TYPE_CHECKING
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.nbd.sources import VddkArgs, file_source, https_source, vddk_source
-from sendense_tools.vsphere.connection import (
-    VsphereSession,
-    fetch_peer_certificate,
-    sha1_thumbprint,
-    ssl_context,
-)
+from sendense_tools.vsphere.connection import VsphereSession
 from sendense_tools.vsphere.datastore import resolve_disk_url
 from sendense_tools.vsphere.inventory import DiskInfo, VmInfo, split_datastore_file
 from sendense_tools.vsphere.snapshots import SnapshotRef
+from sendense_tools.vsphere.trust import Trust
 
 if TYPE_CHECKING:
     from sendense_tools.backup.executor import BackupOptions
@@ -28,16 +24,29 @@ class SourceError(SendenseError):
     pass
 
 
-def https_verify(session: VsphereSession) -> bool | str:
-    """What nbdkit curl verifies vCenter's certificate with.
+def curl_trust(trust: Trust) -> tuple[bool | str, str | None]:
+    """(verify, anchor_pem) for nbdkit curl: the same anchor as the SOAP session's."""
+    if trust.mode == "insecure":
+        return False, None
+    if trust.mode == "pinned":
+        return True, trust.anchor_pem
+    return trust.ca_file or True, None
 
-    With a pinned thumbprint the pin was checked when the session connected;
-    curl cannot pin a SHA-1 thumbprint, so it runs without CA verification then.
+
+def refuse_other_snapshots(transport: str, vm_name: str, others: list[SnapshotRef]) -> None:
+    """The https transport reads only while our snapshot is the VM's only one.
+
+    With an older snapshot present, ours records a delta file whose flat base
+    holds that older snapshot's data: a backup from it would be stale.
     """
-    p = session.params
-    if p.insecure or p.thumbprint:
-        return False
-    return p.ca_file or True
+    if transport != "https" or not others:
+        return
+    names = ", ".join(repr(s.name) for s in others)
+    raise SourceError(
+        f"VM {vm_name} already has snapshot(s) {names}: the https transport can read only a "
+        "VM's sole snapshot (otherwise its disks are deltas over older data); remove them or "
+        'use the vddk transport (--transport vddk, [backup] transport = "vddk")'
+    )
 
 
 def local_disk_path(file_root: str, vm_name: str, disk: DiskInfo) -> str:
@@ -73,31 +82,29 @@ async def open_source(
     if options.transport == "https":
         cookie = session.session_cookie()
         url = await asyncio.to_thread(
-            resolve_disk_url,
-            session.endpoint,
-            vm.datacenter,
-            disk.file,
-            cookie,
-            ssl_context(session.params),
+            resolve_disk_url, session.trust, vm.datacenter, disk.file, cookie
         )
-        return https_source(url, cookie, verify=https_verify(session))
+        verify, anchor_pem = curl_trust(session.trust)
+        return https_source(url, cookie, verify=verify, anchor_pem=anchor_pem)
     if options.transport == "vddk":
-        p = session.params
-        if not options.password_file:
-            raise SourceError("the vddk transport needs the vCenter password in a file")
-        args = VddkArgs(
-            server=session.endpoint.host,
-            user=p.user,
-            password_file=options.password_file,
-            # VDDK always wants the thumbprint; in CA-verified mode take it from the
-            # certificate the SOAP session has just verified.
-            thumbprint=p.thumbprint
-            or sha1_thumbprint(await asyncio.to_thread(fetch_peer_certificate, session.endpoint)),
-            vm_moref=vm.moref,
-            snapshot_moref=snap.moref,
-            file=disk.file,
-            libdir=options.vddk_libdir,
-            port=None if session.endpoint.port == 443 else session.endpoint.port,
-        )
-        return vddk_source(args)
+        return vddk_source(await asyncio.to_thread(vddk_args, session, vm, snap, disk, options))
     raise SourceError(f"unknown transport {options.transport!r}")
+
+
+def vddk_args(
+    session: VsphereSession, vm: VmInfo, snap: SnapshotRef, disk: DiskInfo, options: BackupOptions
+) -> VddkArgs:
+    """nbdkit vddk's arguments; blocking: in CA mode the thumbprint needs a verified connection."""
+    if not options.password_file:
+        raise SourceError("the vddk transport needs the vCenter password in a file")
+    return VddkArgs(
+        server=session.endpoint.host,
+        user=session.params.user,
+        password_file=options.password_file,
+        thumbprint=session.trust.vddk_thumbprint(),
+        vm_moref=vm.moref,
+        snapshot_moref=snap.moref,
+        file=disk.file,
+        libdir=options.vddk_libdir,
+        port=None if session.endpoint.port == 443 else session.endpoint.port,
+    )

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pyVmomi import vim
 
 from sendense_tools.lab.pattern import content_sha256, iter_content, write_sparse_file
-from sendense_tools.vsphere.connection import VsphereError, VsphereSession, ssl_context
+from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.datastore import folder_url
 from sendense_tools.vsphere.inventory import (
     datacenter_path,
@@ -110,7 +110,7 @@ def _local_datastore_dir(session: VsphereSession, vm: vim.VirtualMachine, ds_nam
 def _upload(session: VsphereSession, url: str, capacity: int, seed: str) -> None:
     parts = urlsplit(url)
     conn = http.client.HTTPSConnection(
-        parts.hostname, parts.port or 443, context=ssl_context(session.params), timeout=300
+        parts.hostname, parts.port or 443, context=session.trust.context, timeout=300
     )
     try:
         conn.putrequest("PUT", f"{parts.path}?{parts.query}")

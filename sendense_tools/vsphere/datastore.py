@@ -1,4 +1,10 @@
-"""vCenter datastore file URLs (the `https` transport), as virt-v2v builds them."""
+"""vCenter datastore file URLs (the `https` transport), as virt-v2v builds them.
+
+The transport reads a disk's `-flat.vmdk`, which holds a snapshot's content only
+when the snapshot's disk is a base disk. A delta file ("name-000001.vmdk") has no
+flat file of its own; its base's flat file holds an older state, so it is refused,
+never substituted.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,15 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
-from sendense_tools.vsphere.connection import Endpoint, VsphereError
 from sendense_tools.vsphere.inventory import split_datastore_file
+from sendense_tools.vsphere.params import Endpoint, VsphereError
+from sendense_tools.vsphere.trust import Trust
 
-# A snapshot's delta disk "name-000001.vmdk" keeps its data in "name-flat.vmdk".
-SNAPSHOT_SUFFIX_RE = re.compile(r"^(?P<base>.*)-\d{6}(?P<ext>\.vmdk)$")
+SNAPSHOT_DELTA_RE = re.compile(r"^.*-\d{6}\.vmdk$")
+
+
+class DeltaDiskError(VsphereError):
+    """The disk to read is a snapshot delta, which /folder cannot serve as a flat disk."""
 
 
 def _flat_path(path: str) -> str:
@@ -29,39 +39,41 @@ def folder_url(endpoint: Endpoint, datacenter: str, file: str) -> str:
     )
 
 
-def candidate_urls(endpoint: Endpoint, datacenter: str, file: str) -> list[str]:
-    """The URL to try first, then (for a snapshot delta name) the base disk's flat file."""
-    urls = [folder_url(endpoint, datacenter, file)]
-    ds, path = split_datastore_file(file)
-    m = SNAPSHOT_SUFFIX_RE.match(path)
-    if m:
-        urls.append(folder_url(endpoint, datacenter, f"[{ds}] {m['base']}{m['ext']}"))
-    return urls
+def disk_url(endpoint: Endpoint, datacenter: str, file: str) -> str:
+    """The /folder URL of the flat file holding `file`'s content; a delta disk is refused."""
+    _, path = split_datastore_file(file)
+    if SNAPSHOT_DELTA_RE.match(path):
+        raise DeltaDiskError(
+            f"disk {file} is a snapshot delta file: the https transport reads only base "
+            "disks (the base's -flat.vmdk holds older data); use the vddk transport"
+        )
+    return folder_url(endpoint, datacenter, file)
 
 
-def probe_url(url: str, cookie: str, context: ssl.SSLContext, timeout: float = 30.0) -> int:
+def probe_url(url: str, cookie: str, trust: Trust, timeout: float = 30.0) -> int:
     """HTTP status of a one-byte ranged GET of `url` with the session cookie."""
     req = urllib.request.Request(url, headers={"Cookie": cookie, "Range": "bytes=0-0"})
     try:
-        with urllib.request.urlopen(req, context=context, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, context=trust.context, timeout=timeout) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
-    except (urllib.error.URLError, OSError) as exc:
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            raise trust.refusal("datastore", exc.reason) from None
+        raise VsphereError(f"cannot reach {url.split('?')[0]}: {exc.reason}") from None
+    except OSError as exc:
         raise VsphereError(f"cannot reach {url.split('?')[0]}: {exc}") from None
 
 
-def resolve_disk_url(
-    endpoint: Endpoint, datacenter: str, file: str, cookie: str, context: ssl.SSLContext
-) -> str:
-    """The first candidate URL vCenter serves (virt-v2v's 404 fallback), or a clear error."""
-    urls = candidate_urls(endpoint, datacenter, file)
-    for url in urls:
-        status = probe_url(url, cookie, context)
-        if status in (200, 206):
-            return url
-        if status in (401, 403):
-            raise VsphereError(f"vCenter refused datastore access to {file} (HTTP {status})")
-        if status != 404:
-            raise VsphereError(f"vCenter answered HTTP {status} for datastore file {file}")
-    raise VsphereError(f"datastore file of {file} not found: {urls[0].split('?')[0]} (HTTP 404)")
+def resolve_disk_url(trust: Trust, datacenter: str, file: str, cookie: str) -> str:
+    """The URL of `file`'s content, checked to be served, or a clear error."""
+    url = disk_url(trust.endpoint, datacenter, file)
+    status = probe_url(url, cookie, trust)
+    if status in (200, 206):
+        return url
+    if status in (401, 403):
+        raise VsphereError(f"vCenter refused datastore access to {file} (HTTP {status})")
+    if status == 404:
+        raise VsphereError(f"datastore file of {file} not found: {url.split('?')[0]} (HTTP 404)")
+    raise VsphereError(f"vCenter answered HTTP {status} for datastore file {file}")

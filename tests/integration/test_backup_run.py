@@ -13,7 +13,7 @@ import pytest
 
 from sendense_tools.nbd.digest import sha256_of_nbd
 from sendense_tools.vsphere.inventory import find_vm
-from sendense_tools.vsphere.snapshots import create_snapshot
+from sendense_tools.vsphere.snapshots import create_snapshot, remove_snapshot
 from tests.fixtures.ports import free_port
 from tests.fixtures.vcsim import remaining_snapshots
 
@@ -27,8 +27,8 @@ def sendense(*args: str) -> list[str]:
 def run_args(vcsim, targets: str, *extra: str) -> list[str]:
     return sendense(
         "backup", "run", "--vcenter", vcsim.url, "--vm", vcsim.vm, "--nbd-targets", targets,
-        "--user", vcsim.user, "--password-file", str(vcsim.password_file()), "--insecure",
-        *extra,
+        "--user", vcsim.user, "--password-file", str(vcsim.password_file()),
+        "--thumbprint", vcsim.thumbprint, *extra,
     )  # fmt: skip
 
 
@@ -95,6 +95,32 @@ def test_leftover_snapshot_of_an_earlier_run_is_removed_at_start(vcsim, qemu_nbd
     assert remaining_snapshots(vcsim) == []
 
 
+def test_https_refuses_a_vm_that_already_has_snapshots_and_leaves_only_them(
+    vcsim, qemu_nbd_target, snapshot_watch
+):
+    session = vcsim.session()
+    vm = find_vm(session, vcsim.vm)
+    theirs = [create_snapshot(session, vm, n) for n in ("before-upgrade", "other-tool")]
+    try:
+        text, made = make_targets(vcsim, qemu_nbd_target)
+        proc = run(run_args(vcsim, text, "--job-id", "t-stale"))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"sendense: error: VM {vcsim.vm} already has snapshot(s) ")
+        assert "'before-upgrade'" in lines[0] and "'other-tool'" in lines[0]
+        assert "vddk" in lines[0]
+        assert sorted(remaining_snapshots(vcsim)) == ["before-upgrade", "other-tool"]
+        assert "sendense-t-stale" not in snapshot_watch.seen
+        # nothing was written to the targets: they still read as zeroes
+        assert all(sha256_of_nbd(t.uri) != d.sha256 for d, t in zip(vcsim.disks, made, strict=True))
+    finally:
+        for snap in reversed(theirs):
+            remove_snapshot(session, snap)
+        session.close()
+    assert remaining_snapshots(vcsim) == []
+
+
 def test_sigterm_mid_copy_removes_the_snapshot(vcsim, slow_nbd_target, snapshot_watch):
     targets = ",".join(f"{d.disk_id}:{slow_nbd_target(d.capacity).uri}" for d in vcsim.disks)
     proc = subprocess.Popen(
@@ -148,17 +174,20 @@ def test_targets_that_miss_a_disk_are_bad_usage_naming_it(vcsim, snapshot_watch)
 
 
 def test_insecure_and_thumbprint_exclude_each_other(vcsim):
-    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/a", "--thumbprint", vcsim.thumbprint))
+    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/a", "--insecure"))
     assert proc.returncode == 2
     assert "exclude each other" in proc.stderr
 
 
-def test_pinned_thumbprint_backup(vcsim, qemu_nbd_target):
+def test_insecure_backup_says_it_verifies_nothing(vcsim, qemu_nbd_target):
     text, _ = make_targets(vcsim, qemu_nbd_target)
-    args = [a for a in run_args(vcsim, text, "--json") if a != "--insecure"]
-    proc = run([*args, "--thumbprint", vcsim.thumbprint])
+    args = run_args(vcsim, text, "--json")
+    i = args.index("--thumbprint")
+    proc = run([*args[:i], *args[i + 2 :], "--insecure"])
     assert proc.returncode == 0, proc.stderr
     assert {d["disk_id"]: d["sha256"] for d in json.loads(proc.stdout)["disks"]} == vcsim.sha256s
+    warning = [line for line in proc.stderr.splitlines() if "--insecure" in line]
+    assert len(warning) == 1 and "NOT verified" in warning[0], proc.stderr
 
 
 def test_password_file_must_be_private(vcsim, tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from sendense_tools.lab.pattern import content_sha256
-from sendense_tools.vsphere.connection import ssl_context
 from sendense_tools.vsphere.datastore import resolve_disk_url
 from sendense_tools.vsphere.inventory import describe_vm
 
@@ -21,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def read_sha256(session, info, disk) -> str:
     cookie = session.session_cookie()
-    ctx = ssl_context(session.params)
-    url = resolve_disk_url(session.endpoint, info.datacenter, disk.file, cookie, ctx)
+    ctx = session.trust.context
+    url = resolve_disk_url(session.trust, info.datacenter, disk.file, cookie)
     h = hashlib.sha256()
     with urllib.request.urlopen(
         urllib.request.Request(url, headers={"Cookie": cookie}), context=ctx

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from sendense_tools.vsphere.connection import VsphereError, ssl_context
+from sendense_tools.vsphere.connection import VsphereError
 from sendense_tools.vsphere.datastore import resolve_disk_url
 from sendense_tools.vsphere.inventory import VmNotFound, describe_vm, find_vm
 from sendense_tools.vsphere.snapshots import (
@@ -41,9 +41,9 @@ def test_seeded_vm_lists_three_disks_in_key_order(vcsim, session):
 def test_datastore_file_over_folder_url_has_seeded_sha256(vcsim, session):
     info = describe_vm(session, vcsim.vm)
     cookie = session.session_cookie()
-    ctx = ssl_context(session.params)
+    ctx = session.trust.context
     for disk, seeded in zip(info.disks, vcsim.disks, strict=True):
-        url = resolve_disk_url(session.endpoint, info.datacenter, disk.file, cookie, ctx)
+        url = resolve_disk_url(session.trust, info.datacenter, disk.file, cookie)
         h = hashlib.sha256()
         req = urllib.request.Request(url, headers={"Cookie": cookie})
         with urllib.request.urlopen(req, context=ctx) as resp:
@@ -105,5 +105,5 @@ def test_pinned_thumbprint_connects_and_a_wrong_one_is_refused(vcsim):
     finally:
         s.close()
     wrong = ":".join(["00"] * 20)
-    with pytest.raises(VsphereError, match="does not match the pinned"):
+    with pytest.raises(VsphereError, match="thumbprint mismatch"):
         vcsim.session(thumbprint=wrong)

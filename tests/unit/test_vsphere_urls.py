@@ -12,7 +12,7 @@ from sendense_tools.vsphere.connection import (
     parse_vcenter_url,
     sha1_thumbprint,
 )
-from sendense_tools.vsphere.datastore import candidate_urls, folder_url
+from sendense_tools.vsphere.datastore import folder_url
 from sendense_tools.vsphere.inventory import split_datastore_file
 
 
@@ -28,16 +28,6 @@ def test_folder_url_quotes_path_and_parameters_like_virt_v2v():
 def test_default_port_is_left_out_of_the_url():
     ep = parse_vcenter_url("vc.example")
     assert folder_url(ep, "DC", "[ds] a/b.vmdk").startswith("https://vc.example/folder/a/b-flat")
-
-
-def test_snapshot_delta_name_falls_back_to_the_base_flat_file():
-    ep = parse_vcenter_url("https://vc")
-    urls = candidate_urls(ep, "DC", "[ds] vm/vm-000002.vmdk")
-    assert [u.split("?")[0] for u in urls] == [
-        "https://vc/folder/vm/vm-000002-flat.vmdk",
-        "https://vc/folder/vm/vm-flat.vmdk",
-    ]
-    assert len(candidate_urls(ep, "DC", "[ds] vm/vm.vmdk")) == 1
 
 
 @pytest.mark.parametrize("bad", ["http://vc", "https://", "https://vc:notaport"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sendense_tools.nbd.sources import VddkArgs, nbdkit_curl_args, nbdkit_vddk_args
+from sendense_tools.nbd.sources import VddkArgs, https_source, nbdkit_curl_args, nbdkit_vddk_args
 
 
 def test_vddk_args_without_real_vddk():
@@ -56,3 +56,16 @@ def test_curl_args_verify_modes_and_secret_file():
     assert "cainfo=/etc/ca.pem" in nbdkit_curl_args(url, None, verify="/etc/ca.pem")
     with pytest.raises(ValueError, match="only https"):
         nbdkit_curl_args("file:///etc/passwd")
+
+
+def test_curl_args_replace_the_default_ca_directory_when_given_one():
+    url = "https://vc/folder/vm/vm-flat.vmdk?dcPath=DC0&dsName=ds1"
+    args = nbdkit_curl_args(url, None, verify="/run/x/anchor.pem", capath="/run/x/no-capath")
+    assert "cainfo=/run/x/anchor.pem" in args and "capath=/run/x/no-capath" in args
+    assert not any(a.startswith("capath=") for a in nbdkit_curl_args(url))
+
+
+def test_a_pinned_certificate_cannot_be_combined_with_no_verification():
+    url = "https://vc/folder/vm/vm-flat.vmdk"
+    with pytest.raises(ValueError, match="exclude each other"):
+        https_source(url, verify=False, anchor_pem="-----BEGIN CERTIFICATE-----")
