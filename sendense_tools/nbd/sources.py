@@ -193,6 +193,9 @@ async def _serve(
     directory, args, log_fd = _private_dir(build)
     sock = directory / "nbd.sock"
     log = directory / "nbdkit.log"
+    # nbdkit writes its PID file only once the socket listens; the socket file
+    # itself appears at bind(), a moment before a connect() is accepted.
+    pidfile = directory / "nbdkit.pid"
     proc: asyncio.subprocess.Process | None = None
     try:
         try:
@@ -203,6 +206,8 @@ async def _serve(
                 "--readonly",
                 "--unix",
                 str(sock),
+                "--pidfile",
+                str(pidfile),
                 *args,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -212,7 +217,7 @@ async def _serve(
             os.close(log_fd)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
-        while not sock.exists():
+        while not pidfile.exists():
             if proc.returncode is not None:
                 raise SourceError(f"{what}: nbdkit exited: {_last_error(log)}")
             if loop.time() > deadline:
