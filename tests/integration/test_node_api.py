@@ -18,6 +18,7 @@ from sendense_tools.api.server import serve_app
 from sendense_tools.backup.executor import BackupOptions
 from sendense_tools.nbd.digest import sha256_of_nbd
 from sendense_tools.node.api import make_app
+from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
 from sendense_tools.node.reporter import HubReporter
 from tests.fixtures.ports import free_port, port_is_listening
@@ -68,7 +69,10 @@ async def node(vcsim, hub):
         HubReporter(hub.url, TOKEN, interval=0.2, final_attempts=2, final_backoff=0.1),
     )
     port = free_port()
-    runner = await serve_app(make_app(jobs, TOKEN), "127.0.0.1", port)
+    # The test exports listen on ephemeral ports: this node's "tunnel" forwards
+    # all of them (the forward checks have their own node with a narrow range).
+    forwards = TunnelForwards("127.0.0.1", (1, 65535))
+    runner = await serve_app(make_app(jobs, TOKEN, forwards), "127.0.0.1", port)
     async with aiohttp.ClientSession(
         base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:
@@ -144,7 +148,11 @@ async def test_backup_reports_progress_and_result_to_the_hub(
         ("disk0:nbd://127.0.0.1:1/a,bogus", "bogus"),
         ("disk0:ftp://127.0.0.1/a", "ftp://127.0.0.1/a"),
         ("disk0:nbd://127.0.0.1:1/a,disk1:nbd://127.0.0.1:2/b", "disk2"),
-        ("disk0:nbd://h:1/a,disk1:nbd://h:2/b,disk2:nbd://h:3/c,disk9:nbd://h:4/d", "disk9"),
+        (
+            "disk0:nbd://127.0.0.1:1/a,disk1:nbd://127.0.0.1:2/b,disk2:nbd://127.0.0.1:3/c,"
+            "disk9:nbd://127.0.0.1:4/d",
+            "disk9",
+        ),
     ],
 )
 async def test_bad_nbd_targets_are_400_naming_the_part(vcsim, node, targets, named):
@@ -157,7 +165,7 @@ async def test_bad_nbd_targets_are_400_naming_the_part(vcsim, node, targets, nam
 
 
 async def test_start_for_unknown_vm_is_404(node):
-    body = {"job_id": "n-x", "vm": "no-such-vm", "nbd_targets": "disk0:nbd://h:1/a"}
+    body = {"job_id": "n-x", "vm": "no-such-vm", "nbd_targets": "disk0:nbd://127.0.0.1:1/a"}
     async with node.post("/api/v1/backup/start", json=body) as resp:
         assert resp.status == 404
 
