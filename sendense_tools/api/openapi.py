@@ -51,13 +51,29 @@ class Operation:
         return sorted(statuses)
 
 
+def _not_allowed(allowed: list[str]) -> Handler:
+    async def method_not_allowed(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+
+    return method_not_allowed
+
+
 def add_routes(app: web.Application, operations: list[Operation]) -> None:
+    """Each operation on its path, and a 405 naming the documented methods for any other.
+
+    The catch-all also keeps a literal path from falling through to a
+    parameterised one: GET /api/v1/backup/start is a 405, not job "start".
+    HEAD is not in the document, so it is not served either.
+    """
+    methods: dict[str, list[str]] = {}
     for op in operations:
-        # HEAD is not in the document, so it is not served either.
         if op.method == "GET":
             app.router.add_get(op.path, op.handler, allow_head=False)
         else:
             app.router.add_route(op.method, op.path, op.handler)
+        methods.setdefault(op.path, []).append(op.method)
+    for path, allowed in methods.items():
+        app.router.add_route("*", path, _not_allowed(sorted(allowed)))
 
 
 def public_paths(operations: list[Operation]) -> frozenset[str]:

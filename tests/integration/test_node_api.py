@@ -17,7 +17,7 @@ from aiohttp import web
 from sendense_tools.api.server import serve_app
 from sendense_tools.backup.executor import BackupOptions
 from sendense_tools.nbd.digest import sha256_of_nbd
-from sendense_tools.node.api import make_app
+from sendense_tools.node.api import OPERATIONS, make_app
 from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
 from sendense_tools.node.reporter import HubReporter
@@ -25,6 +25,7 @@ from tests.fixtures.bad_requests import bad_requests
 from tests.fixtures.ports import free_port, free_port_range, port_is_listening
 from tests.fixtures.procs import stop_process
 from tests.fixtures.rawhttp import raw_request
+from tests.fixtures.schemathesis import operations_tested, run_schemathesis
 from tests.fixtures.vcsim import remaining_snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -446,3 +447,47 @@ async def test_any_other_target_is_422_naming_it(vcsim, tunnel_node, hub, target
         err = await resp.json()
     assert err["error"] == "nbd_target_refused" and f"disk0:{target}" in err["message"]
     assert remaining_snapshots(vcsim) == []
+
+
+# -- the OpenAPI document, and schemathesis against it ---------------------------
+
+
+async def test_the_document_lists_every_route_and_is_public(node_url, vcsim, hub):
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(node_url + "/api/v1/openapi.json") as resp,
+    ):
+        assert resp.status == 200
+        doc = await resp.json()
+    assert doc["security"] == [{"bearer": []}]
+    documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    app = make_app(None, TOKEN, TunnelForwards("127.0.0.1", (1, 2)))  # type: ignore[arg-type]
+    assert documented == {
+        (r.method, r.resource.canonical) for r in app.router.routes() if r.method != "*"
+    }
+    start = doc["paths"]["/api/v1/backup/start"]["post"]
+    assert {"202", "400", "401", "404", "409", "422"} <= set(start["responses"])
+
+
+async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    vcsim, node, node_url, slow_nbd_target, tmp_path
+):
+    # One real, running backup that every {job_id} operation works on.
+    targets = targets_for(vcsim, lambda d: slow_nbd_target(d.capacity))
+    body = {"job_id": "n-fuzz", "vm": vcsim.vm, "nbd_targets": targets}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202
+    started = time.monotonic()
+    rc, out = await run_schemathesis(node_url, TOKEN, tmp_path, {"path.job_id": "n-fuzz"})
+    elapsed = time.monotonic() - started
+    assert rc == 0, out[-6000:]
+    assert operations_tested(out) == len(OPERATIONS)
+    assert elapsed < 60, f"schemathesis took {elapsed:.0f} s"
+
+
+async def test_other_methods_are_405_naming_the_documented_ones(node):
+    async with node.get("/api/v1/backup/start") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"
+        assert (await resp.json())["error"] == "method_not_allowed"
+    async with node.delete("/api/v1/vms/x") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET"
