@@ -81,3 +81,12 @@ async def test_a_read_only_repository_is_503_naming_the_cause(make_hub, small_fi
     assert answer["error"] == "storage_read_only"
     assert "Read-only file system" in answer["message"]
     assert await held(h) == (0, 0)
+
+
+async def test_a_node_describing_a_disk_beyond_64_bits_is_a_502(make_hub):
+    h = await make_hub(ports=2)
+    h.node.vms["huge"] = [2**70]
+    code, answer = await h.call("POST", "/api/v1/backups", {"vm": "huge", "node": "node1"})
+    assert code == 502 and answer["error"] == "node_error", answer
+    assert "capacity" in answer["message"]
+    assert await held(h) == (0, 0)
