@@ -7,7 +7,7 @@ validate with (`model_json_schema`), so the document cannot drift from the code.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -36,7 +36,6 @@ class Operation:
     errors: tuple[int, ...] = ()
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     public: bool = False
 
     @property
@@ -113,7 +112,7 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": op.path_params.get(name, {"type": "string", "minLength": 1}),
+            "schema": {"type": "string", "minLength": 1},
         }
         for name in _PATH_PARAM.findall(op.path)
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sqlite3
 
 from aiohttp import web
 
@@ -58,6 +59,8 @@ def hub_errors(exc: Exception) -> ApiError | None:
             needed=exc.needed,
             free=exc.free,
         )
+    if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+        return ApiError(507, "insufficient_storage", f"the hub's state database: {exc}")
     if isinstance(exc, StorageError):
         if exc.errno in NO_SPACE:
             return ApiError(507, "insufficient_storage", str(exc))

@@ -255,9 +255,13 @@ class JobManager:
 
     def _write_psk(self, job: Job) -> str:
         assert job.key_dir is not None and job.tls_username is not None
-        self.key_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         psk = secrets.token_hex(32)
-        write_tls_dir(job.key_dir, job.tls_username, psk)
+        try:
+            self.key_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_tls_dir(job.key_dir, job.tls_username, psk)
+        except OSError as exc:
+            where = Path(exc.filename) if exc.filename else job.key_dir
+            raise StorageError(where, exc.errno or 0, exc.strerror or str(exc)) from None
         return psk
 
     async def _node_start(self, job: Job, body: dict[str, Any]) -> None:

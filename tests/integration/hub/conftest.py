@@ -225,13 +225,18 @@ def hub_config(
 
 @pytest.fixture
 async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """Factory: `await make_hub(ports=8, repository=None, **nbd_keys)` -> HubHarness.
+    """Factory: `await make_hub(ports=8, repository=None, state=None, **nbd_keys)`.
 
-    The harness holds the hub and the node stand-in.
+    Returns a HubHarness: the hub and the node stand-in.
     """
     stack: list[Any] = []
 
-    async def make(ports: int = 8, repository: Path | None = None, **nbd_keys: Any) -> HubHarness:
+    async def make(
+        ports: int = 8,
+        repository: Path | None = None,
+        state: Path | None = None,
+        **nbd_keys: Any,
+    ) -> HubHarness:
         rng = free_port_range(ports)
         node = NodeServer(token="")
         await node.__aenter__()
@@ -239,6 +244,8 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         raw, tokens = hub_config(tmp_path, rng, node.url, **nbd_keys)
         if repository is not None:
             raw["repository"]["path"] = str(repository)
+        if state is not None:
+            raw["state"]["db"] = str(state)
         node.token = tokens["node1"]
         hub = Hub(parse_config(raw, HubConfig))
         await hub.start()

@@ -90,3 +90,13 @@ async def test_a_node_describing_a_disk_beyond_64_bits_is_a_502(make_hub):
     assert code == 502 and answer["error"] == "node_error", answer
     assert "capacity" in answer["message"]
     assert await held(h) == (0, 0)
+
+
+async def test_a_full_state_database_is_507(make_hub, small_filesystem):
+    h = await make_hub(ports=2, state=small_filesystem / "hub.db")
+    h.node.vms["web01"] = [16 * MiB]
+    await asyncio.to_thread(fill, small_filesystem)
+    code, answer = await h.call("POST", "/api/v1/backups", {"vm": "web01", "node": "node1"})
+    assert code == 507, answer
+    assert answer["error"] == "insufficient_storage" and "full" in answer["message"]
+    assert await held(h) == (0, 0)
