@@ -59,7 +59,8 @@ def hub_errors(exc: Exception) -> ApiError | None:
             needed=exc.needed,
             free=exc.free,
         )
-    if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+    # getattr: only errors raised by sqlite itself carry the code.
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ApiError(507, "insufficient_storage", f"the hub's state database: {exc}")
     if isinstance(exc, StorageError):
         if exc.errno in NO_SPACE:
