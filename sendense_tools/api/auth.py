@@ -11,6 +11,8 @@ from sendense_tools.api.errors import ApiError, Handler
 
 # Who made the request: whatever `authenticate` returned for its token.
 PRINCIPAL = web.RequestKey("principal", object)
+# RFC 6750: a 401 names the scheme the client should use.
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def _raw(text: str) -> bytes:
@@ -38,10 +40,10 @@ def auth_middleware(authenticate: Callable[[str], object | None], public_paths: 
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "missing bearer token")
+            raise ApiError(401, "unauthorized", "missing bearer token", headers=CHALLENGE)
         principal = authenticate(token.strip())
         if principal is None:
-            raise ApiError(401, "unauthorized", "invalid bearer token")
+            raise ApiError(401, "unauthorized", "invalid bearer token", headers=CHALLENGE)
         request[PRINCIPAL] = principal
         return await handler(request)
 

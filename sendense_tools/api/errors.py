@@ -39,15 +39,24 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """Raised by handlers; rendered as {"error", "message"} with `status`."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: object,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
         self.extra = extra
 
-    def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return error_response(self.status, self.code, self.message, headers, **self.extra)
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.message, self.headers, **self.extra)
 
 
 def error_response(

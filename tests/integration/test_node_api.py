@@ -352,6 +352,8 @@ async def test_malformed_requests_get_a_json_4xx(node_url, case):
     name, headers, body, status, code = bad_requests(TOKEN)[case]
     answer = await raw_request(node_url, "POST", "/api/v1/backup/start", headers, body)
     assert answer.status == status, (name, answer)
+    if status == 401:
+        assert answer.headers["www-authenticate"] == "Bearer"
     error = answer.json()
     assert error["error"] == code and error["message"] and "\n" not in error["message"]
 

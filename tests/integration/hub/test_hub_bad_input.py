@@ -30,6 +30,8 @@ async def test_malformed_requests_get_a_json_4xx(make_hub, case):
     name, headers, body, status, code = bad_requests(h.tokens["admin"])[case]
     answer = await raw_request(h.url, "POST", "/api/v1/backups", headers, body)
     assert answer.status == status, (name, answer)
+    if status == 401:
+        assert answer.headers["www-authenticate"] == "Bearer"
     error = answer.json()
     assert error["error"] == code and error["message"]
     assert "\n" not in error["message"] and len(error["message"]) < 300
