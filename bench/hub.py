@@ -96,6 +96,9 @@ async def _run(tmp: Path) -> None:
     token_file = tmp / "token"
     token_file.write_text(token)
     token_file.chmod(0o600)
+    node_token_file = tmp / "node-token"
+    node_token_file.write_text(os.urandom(16).hex())
+    node_token_file.chmod(0o600)
     node, node_url = await _node(token)
     lo, hi = free_port_range(EXPORTS)
     config = parse_config(
@@ -104,7 +107,7 @@ async def _run(tmp: Path) -> None:
             "nbd": {"port_range": f"{lo}-{hi}"},
             "repository": {"path": str(tmp / "repo")},
             "state": {"db": str(tmp / "hub.db")},
-            "nodes": {"node1": {"api_url": node_url}},
+            "nodes": {"node1": {"api_url": node_url, "token_file": str(node_token_file)}},
         },
         HubConfig,
     )

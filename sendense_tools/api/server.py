@@ -1,34 +1,27 @@
-"""JSON errors and bearer-token authentication for the aiohttp apps."""
+"""An aiohttp app from a list of operations: JSON errors, bearer auth, its OpenAPI document."""
 
 from __future__ import annotations
 
-import hmac
-import json
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Who made the request: whatever `authenticate` returned for its token.
-PRINCIPAL = web.RequestKey("principal", object)
+from sendense_tools import __version__
+from sendense_tools.api.auth import auth_middleware
+from sendense_tools.api.errors import ApiError, ErrorMap, error_middleware
+from sendense_tools.api.openapi import (
+    OPENAPI_PATH,
+    Operation,
+    add_routes,
+    openapi_document,
+    public_paths,
+)
 
+# Handlers elsewhere raise ApiError imported from here.
+__all__ = ["ApiError", "json_ok", "make_api", "serve_app"]
 
-class ApiError(Exception):
-    """Raised by handlers; rendered as {"error", "message"} with `status`."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-
-def error_response(status: int, code: str, message: str, **extra: object) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
+MAX_BODY = 1024 * 1024
 
 
 def json_ok(data: object, status: int = 200) -> web.Response:
@@ -37,68 +30,34 @@ def json_ok(data: object, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
-async def read_model(request: web.Request, model: type[M]) -> M:
-    """Parse the JSON body into `model`; 400 for non-JSON, 422 for wrong fields."""
-    try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "request body is not valid JSON") from None
-    if not isinstance(raw, dict):
-        raise ApiError(400, "bad_request", "request body must be a JSON object")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "body"
-        raise ApiError(422, "invalid", f"{where}: {first['msg']}") from None
-
-
-def token_matches(presented: str, tokens: Iterable[str]) -> str | None:
-    """Return the first known token equal to `presented` (constant-time compare)."""
-    found = None
-    for t in tokens:
-        if hmac.compare_digest(presented.encode(), t.encode()):
-            found = t
-    return found
-
-
-def make_middlewares(
+def make_api(
+    title: str,
+    operations: list[Operation],
     authenticate: Callable[[str], object | None],
-    public_paths: frozenset[str] = frozenset({"/healthz"}),
-) -> list:
-    """Errors as JSON everywhere, and a bearer token on every non-public path.
+    domain_errors: ErrorMap,
+) -> web.Application:
+    """The app serving `operations` plus GET /api/v1/openapi.json describing all of them."""
+    document: dict = {}
 
-    `authenticate(token)` returns the caller's identity (stored as
-    request[PRINCIPAL]) or None when the token is unknown.
-    """
+    async def openapi(request: web.Request) -> web.Response:
+        return json_ok(document)
 
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, **exc.extra)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-            return error_response(exc.status, code, exc.reason)
-
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in public_paths:
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "unauthorized", "missing bearer token")
-        principal = authenticate(token.strip())
-        if principal is None:
-            raise ApiError(401, "unauthorized", "invalid bearer token")
-        request[PRINCIPAL] = principal
-        return await handler(request)
-
-    return [errors, auth]
+    every = [
+        *operations,
+        Operation(
+            "GET", OPENAPI_PATH, openapi, "This API's OpenAPI document", {200: dict}, public=True
+        ),
+    ]
+    document.update(openapi_document(title, __version__, every))
+    app = web.Application(
+        middlewares=[
+            error_middleware(domain_errors),
+            auth_middleware(authenticate, public_paths(every)),
+        ],
+        client_max_size=MAX_BODY,
+    )
+    add_routes(app, every)
+    return app
 
 
 async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import errno
+import sqlite3
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
-from sendense_tools.api.server import (
-    PRINCIPAL,
-    ApiError,
-    json_ok,
-    make_middlewares,
-    read_model,
-    token_matches,
-)
+from sendense_tools.api.auth import PRINCIPAL, token_matches
+from sendense_tools.api.body import read_model, read_query
+from sendense_tools.api.openapi import TEXT, Operation
+from sendense_tools.api.server import ApiError, json_ok, make_api
+from sendense_tools.hub.allocator import PoolExhausted
+from sendense_tools.hub.exports import StorageError
 from sendense_tools.hub.jobs import JobManager
 from sendense_tools.hub.metrics import nbd_metrics, prometheus
+from sendense_tools.hub.schemas import (
+    Allocation,
+    BackupRecord,
+    Health,
+    ListQuery,
+    NbdMetrics,
+    ProgressReport,
+    StartRequest,
+    VerifyResult,
+)
 
 ADMIN = "admin"
 JOBS = web.AppKey("jobs", JobManager)
-
-
-class StartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    vm: str = Field(min_length=1, max_length=255)
-    node: str | None = Field(default=None, min_length=1, max_length=128)
-
-
-class DiskProgress(BaseModel):
-    disk_id: str = Field(min_length=1)
-    bytes_copied: int = Field(ge=0)
-    bytes_total: int = Field(ge=0)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-
-
-class ProgressReport(BaseModel):
-    status: Literal["running", "completed", "failed"]
-    snapshot: str | None = None
-    error: str | None = None
-    disks: list[DiskProgress] = []
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+STORAGE_CODES = {
+    errno.EACCES: "storage_denied",
+    errno.EPERM: "storage_denied",
+    errno.EROFS: "storage_read_only",
+}
 
 
 def make_authenticator(admin_token: str, node_tokens: dict[str, str]):
     """Token -> principal: "admin" or a node id (a node's token names that node)."""
-    by_token = {t: n for n, t in node_tokens.items() if t != admin_token}
+    by_token = {t: n for n, t in node_tokens.items()}
 
     def authenticate(token: str) -> str | None:
         if token_matches(token, [admin_token]):
@@ -53,6 +47,27 @@ def make_authenticator(admin_token: str, node_tokens: dict[str, str]):
         return by_token[found] if found else None
 
     return authenticate
+
+
+def hub_errors(exc: Exception) -> ApiError | None:
+    """The hub's domain errors as HTTP answers (the one place that decides their status)."""
+    if isinstance(exc, PoolExhausted):
+        return ApiError(
+            503,
+            "pool_exhausted",
+            f"not enough NBD ports: {exc.needed} needed, {exc.free} free",
+            needed=exc.needed,
+            free=exc.free,
+        )
+    # getattr: only errors raised by sqlite itself carry the code.
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return ApiError(507, "insufficient_storage", f"the hub's state database: {exc}")
+    if isinstance(exc, StorageError):
+        if exc.errno in NO_SPACE:
+            return ApiError(507, "insufficient_storage", str(exc))
+        # Not the client's fault and not retryable by it: the operator must fix the repository.
+        return ApiError(503, STORAGE_CODES.get(exc.errno, "storage_error"), str(exc))
+    return None
 
 
 def _principal(request: web.Request) -> str:
@@ -81,21 +96,15 @@ async def start_backup(request: web.Request) -> web.Response:
 
 
 async def list_backups(request: web.Request) -> web.Response:
+    query = read_query(request, ListQuery)
     who = _principal(request)
-    q = request.query
-    node = q.get("node")
+    node = query.node
     if who != ADMIN:
         if node not in (None, who):
             return json_ok([])
         node = who
-    try:
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        raise ApiError(400, "bad_request", "limit must be an integer") from None
-    if not 1 <= limit <= 10000:
-        raise ApiError(400, "bad_request", "limit must be between 1 and 10000")
     store = request.app[JOBS].store
-    return json_ok(store.records(node=node, status=q.get("status"), vm=q.get("vm"), limit=limit))
+    return json_ok(store.records(node=node, status=query.status, vm=query.vm, limit=query.limit))
 
 
 async def get_backup(request: web.Request) -> web.Response:
@@ -150,20 +159,63 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
+BACKUP = "/api/v1/backups/{id}"
+OPERATIONS = [
+    Operation(
+        "POST",
+        "/api/v1/backups",
+        start_backup,
+        "Start a backup of one VM on one node",
+        {201: BackupRecord},
+        errors=(403, 404, 409, 502, 503, 507),
+        body=StartRequest,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/backups",
+        list_backups,
+        "Backup records, newest first (a node sees its own only)",
+        {200: list[BackupRecord]},
+        query=ListQuery,
+    ),
+    Operation("GET", BACKUP, get_backup, "One backup record", {200: BackupRecord}, errors=(404,)),
+    Operation(
+        "PUT",
+        f"{BACKUP}/progress",
+        put_progress,
+        "The node's progress or final report",
+        {200: BackupRecord, 202: BackupRecord},
+        errors=(404, 409),
+        body=ProgressReport,
+    ),
+    Operation(
+        "POST",
+        f"{BACKUP}/cancel",
+        cancel_backup,
+        "Cancel a running backup",
+        {200: BackupRecord},
+        errors=(404, 409),
+    ),
+    Operation(
+        "POST",
+        f"{BACKUP}/verify",
+        verify_backup,
+        "Re-read a finished backup's images and compare their SHA-256",
+        {200: VerifyResult},
+        errors=(404, 409),
+    ),
+    Operation(
+        "GET", "/api/v1/nbd/ports", nbd_ports, "NBD port allocations", {200: list[Allocation]}
+    ),
+    Operation("GET", "/api/v1/nbd/metrics", nbd_pool_metrics, "NBD pool usage", {200: NbdMetrics}),
+    Operation("GET", "/healthz", healthz, "Liveness", {200: Health}, public=True),
+    Operation("GET", "/metrics", metrics, "Prometheus metrics", {200: TEXT}),
+]
+
+
 def make_app(jobs: JobManager, admin_token: str, node_tokens: dict[str, str]) -> web.Application:
-    app = web.Application(
-        middlewares=make_middlewares(make_authenticator(admin_token, node_tokens)),
-        client_max_size=1024 * 1024,
+    app = make_api(
+        "Sendense hub API", OPERATIONS, make_authenticator(admin_token, node_tokens), hub_errors
     )
     app[JOBS] = jobs
-    app.router.add_post("/api/v1/backups", start_backup)
-    app.router.add_get("/api/v1/backups", list_backups)
-    app.router.add_get("/api/v1/backups/{id}", get_backup)
-    app.router.add_put("/api/v1/backups/{id}/progress", put_progress)
-    app.router.add_post("/api/v1/backups/{id}/cancel", cancel_backup)
-    app.router.add_post("/api/v1/backups/{id}/verify", verify_backup)
-    app.router.add_get("/api/v1/nbd/ports", nbd_ports)
-    app.router.add_get("/api/v1/nbd/metrics", nbd_pool_metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
     return app

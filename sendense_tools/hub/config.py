@@ -47,7 +47,9 @@ class NodeEntry(Strict):
     api_url: str = "http://127.0.0.1:9081"
     # Per-node token: the hub uses it to call the node and to tell which node
     # a request on its own API comes from (records are visible per node only).
-    token_file: str | None = None
+    # The one key without a default: any shared fallback (the admin token, as
+    # before) would let that node see and cancel every node's backups.
+    token_file: str
 
 
 class HubConfig(Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -50,6 +51,18 @@ def write_tls_dir(directory: Path, username: str, psk_hex: str) -> None:
 
 class ExportError(Exception):
     """An export that could not be created, started or flushed (one line for a person)."""
+
+
+class StorageError(Exception):
+    """The repository refused a new image; `errno` says why (ENOSPC, EACCES, EROFS...)."""
+
+    def __init__(self, path: Path, code: int, reason: str) -> None:
+        super().__init__(f"cannot create {path}: {reason}")
+        self.errno = code
+
+
+# Causes worth telling apart when qemu-img names them (it prints strerror's text).
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 
 
 @dataclass(frozen=True)
@@ -112,12 +125,13 @@ def effective_options(opts: ExportOptions, repository: str | Path) -> ExportOpti
     return ExportOptions(opts.bind, opts.shared, cache, aio, opts.detect_zeroes, opts.ready_timeout)
 
 
-async def _run(*argv: str) -> None:
+async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     _, err = await proc.communicate()
     if proc.returncode != 0:
@@ -126,8 +140,22 @@ async def _run(*argv: str) -> None:
 
 
 async def create_image(path: Path, capacity: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    await _run("qemu-img", "create", "-q", "-f", "qcow2", str(path), str(capacity))
+    """A new qcow2; StorageError when the repository refuses it (full, read-only, denied)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(path.parent, exc.errno or 0, exc.strerror or str(exc)) from None
+    try:
+        # C locale: the strerror text below is matched in English.
+        await _run(
+            "qemu-img", "create", "-q", "-f", "qcow2", str(path), str(capacity),
+            env={**os.environ, "LC_ALL": "C"},
+        )  # fmt: skip
+    except ExportError as exc:
+        code = next((c for c in _STORAGE_ERRNOS if os.strerror(c) in str(exc)), None)
+        if code is None:
+            raise
+        raise StorageError(path, code, os.strerror(code)) from None
 
 
 def describe_exit(rc: int | None) -> str:

@@ -22,14 +22,16 @@ from typing import Any
 from urllib.parse import quote
 
 from sendense_tools.api.client import ApiCallError, ApiClient
+from sendense_tools.api.fields import MAX_INT64
 from sendense_tools.api.server import ApiError
 from sendense_tools.errors import SendenseError
-from sendense_tools.hub.allocator import PoolExhausted, PortAllocator
+from sendense_tools.hub.allocator import PortAllocator
 from sendense_tools.hub.config import HubConfig
 from sendense_tools.hub.exports import (
     Export,
     ExportError,
     ExportOptions,
+    StorageError,
     create_image,
     start_export,
     write_tls_dir,
@@ -142,16 +144,8 @@ class JobManager:
                 reserved.append((node, name))
             disks = info["disks"]
             job = Job(id=str(uuid.uuid4()), node=node, vm=name)
-            try:
-                ports = self.allocator.allocate(job.id, len(disks))
-            except PoolExhausted as exc:
-                raise ApiError(
-                    503,
-                    "pool_exhausted",
-                    f"not enough NBD ports: {exc.needed} needed, {exc.free} free",
-                    needed=exc.needed,
-                    free=exc.free,
-                ) from None
+            # PoolExhausted goes up as it is: the API maps it to 503.
+            ports = self.allocator.allocate(job.id, len(disks))
             try:
                 specs = self._plan(job, disks, ports)
             except BaseException:
@@ -252,15 +246,22 @@ class JobManager:
         except ExportError as exc:
             await self._terminate(job, "failed", str(exc))
             raise ApiError(502, "export_failed", str(exc)) from None
+        except StorageError as exc:
+            await self._terminate(job, "failed", str(exc))
+            raise
         except BaseException as exc:
             await asyncio.shield(self._terminate(job, "failed", f"start interrupted: {exc!r}"))
             raise
 
     def _write_psk(self, job: Job) -> str:
         assert job.key_dir is not None and job.tls_username is not None
-        self.key_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         psk = secrets.token_hex(32)
-        write_tls_dir(job.key_dir, job.tls_username, psk)
+        try:
+            self.key_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_tls_dir(job.key_dir, job.tls_username, psk)
+        except OSError as exc:
+            where = Path(exc.filename) if exc.filename else job.key_dir
+            raise StorageError(where, exc.errno or 0, exc.strerror or str(exc)) from None
         return psk
 
     async def _node_start(self, job: Job, body: dict[str, Any]) -> None:
@@ -498,7 +499,7 @@ def _check_vm_info(node: str, vm: str, info: object) -> dict[str, Any]:
         if not isinstance(disk, dict) or not isinstance(disk.get("disk_id"), str):
             raise bad("a disk without disk_id")
         capacity = disk.get("capacity")
-        if not isinstance(capacity, int) or capacity <= 0 or capacity % 512:
+        if not isinstance(capacity, int) or not 0 < capacity <= MAX_INT64 or capacity % 512:
             raise bad(f"{disk['disk_id']} capacity {capacity!r} is not a positive multiple of 512")
         if disk["disk_id"] in seen or not re.fullmatch(r"[A-Za-z0-9._-]+", disk["disk_id"]):
             raise bad(f"disk id {disk['disk_id']!r} is duplicated or unusable")

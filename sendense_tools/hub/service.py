@@ -24,12 +24,18 @@ log = logging.getLogger(__name__)
 
 
 def read_tokens(config: HubConfig) -> tuple[str, dict[str, str]]:
-    """The admin token and one token per node (the admin token when a node has none)."""
+    """The admin token and each node's own token: never shared, never the admin's."""
     admin = read_secret(config.api.token_file, "API token")
-    nodes = {
-        node: read_secret(entry.token_file, f"node {node} token") if entry.token_file else admin
-        for node, entry in config.nodes.items()
-    }
+    nodes: dict[str, str] = {}
+    for node, entry in config.nodes.items():
+        token = read_secret(entry.token_file, f"node {node} token")
+        key = f"nodes.{node}.token_file"
+        if token == admin:
+            raise ConfigError(f"{key}: {entry.token_file} holds the admin token")
+        same = next((other for other, t in nodes.items() if t == token), None)
+        if same is not None:
+            raise ConfigError(f"{key}: {entry.token_file} holds node {same}'s token")
+        nodes[node] = token
     return admin, nodes
 
 

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from sendense_tools.api.server import ApiError, json_ok, make_middlewares, read_model, token_matches
-from sendense_tools.nbd.endpoint import NbdEndpoint, TlsPsk, parse_nbd_targets
+from sendense_tools.api.auth import token_matches
+from sendense_tools.api.body import read_model
+from sendense_tools.api.openapi import Operation
+from sendense_tools.api.server import ApiError, json_ok, make_api
+from sendense_tools.nbd.endpoint import TlsPsk, parse_nbd_targets
+from sendense_tools.node.forwards import TargetRefused, TunnelForwards
 from sendense_tools.node.jobs import JobManager
+from sendense_tools.node.schemas import (
+    NodeHealth,
+    NodeJob,
+    StartAnswer,
+    StartRequest,
+    VmDescription,
+)
 
 JOBS = web.AppKey("jobs", JobManager)
-NBD_HOST = web.AppKey("nbd_host", str)
-
-# The job id becomes part of the snapshot name and URLs: keep it plain.
-JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+FORWARDS = web.AppKey("forwards", TunnelForwards)
 
 
-class NbdTls(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=255)
-    psk: str = Field(min_length=2, max_length=1024)
-
-
-class StartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    job_id: JobId
-    vm: str = Field(min_length=1, max_length=255)
-    nbd_targets: str = Field(min_length=1, max_length=65536)
-    nbd_tls: NbdTls | None = None
+def node_errors(exc: Exception) -> ApiError | None:
+    """The node's domain errors as HTTP answers (the one place that decides their status)."""
+    if isinstance(exc, TargetRefused):
+        return ApiError(422, "nbd_target_refused", str(exc))
+    return None
 
 
 async def get_vm(request: web.Request) -> web.Response:
@@ -47,9 +45,8 @@ async def start_backup(request: web.Request) -> web.Response:
         targets = parse_nbd_targets(body.nbd_targets, tls)
     except ValueError as exc:
         raise ApiError(400, "bad_nbd_targets", f"nbd_targets: {exc}") from None
-    if request.app[NBD_HOST]:
-        targets = {d: via_host(t, request.app[NBD_HOST]) for d, t in targets.items()}
-    job = await request.app[JOBS].start(body.job_id, body.vm, targets)
+    routed = request.app[FORWARDS].route_all(targets)
+    job = await request.app[JOBS].start(body.job_id, body.vm, routed)
     return json_ok({"job_id": job.job_id, "status": job.status}, status=202)
 
 
@@ -68,24 +65,45 @@ async def healthz(request: web.Request) -> web.Response:
     return json_ok({"status": "ok", "running_backups": running})
 
 
-def via_host(target: NbdEndpoint, host: str) -> NbdEndpoint:
-    """The same export reached at `host` (the local end of the tunnel's forward)."""
-    addr = target.address
-    if addr.port is None:
-        raise ApiError(400, "bad_nbd_targets", f"nbd_targets: {target.uri}: not a TCP target")
-    return NbdEndpoint(f"nbd://{host}:{addr.port}/{addr.export}", target.tls)
+JOB = "/api/v1/backup/{job_id}"
+OPERATIONS = [
+    Operation(
+        "GET",
+        "/api/v1/vms/{vm}",
+        get_vm,
+        "A VM's disks (key order) from vCenter",
+        {200: VmDescription},
+        errors=(404, 502),
+    ),
+    Operation(
+        "POST",
+        "/api/v1/backup/start",
+        start_backup,
+        "Snapshot a VM and copy its disks into the hub's exports",
+        {202: StartAnswer},
+        errors=(404, 409, 502),
+        body=StartRequest,
+    ),
+    Operation("GET", JOB, get_job, "One backup job of this node", {200: NodeJob}, errors=(404,)),
+    Operation(
+        "POST",
+        f"{JOB}/cancel",
+        cancel_job,
+        "Cancel a running backup (its snapshot is removed)",
+        {200: NodeJob, 202: NodeJob},
+        errors=(404,),
+    ),
+    Operation("GET", "/healthz", healthz, "Liveness", {200: NodeHealth}, public=True),
+]
 
 
-def make_app(jobs: JobManager, token: str, nbd_host: str = "") -> web.Application:
-    app = web.Application(
-        middlewares=make_middlewares(lambda t: "hub" if token_matches(t, [token]) else None),
-        client_max_size=1024 * 1024,
+def make_app(jobs: JobManager, token: str, forwards: TunnelForwards) -> web.Application:
+    app = make_api(
+        "Sendense node API",
+        OPERATIONS,
+        lambda t: "hub" if token_matches(t, [token]) else None,
+        node_errors,
     )
     app[JOBS] = jobs
-    app[NBD_HOST] = nbd_host
-    app.router.add_get("/api/v1/vms/{vm}", get_vm)
-    app.router.add_post("/api/v1/backup/start", start_backup)
-    app.router.add_get("/api/v1/backup/{job_id}", get_job)
-    app.router.add_post("/api/v1/backup/{job_id}/cancel", cancel_job)
-    app.router.add_get("/healthz", healthz)
+    app[FORWARDS] = forwards
     return app

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from sendense_tools.config import HostPort, Strict
+from sendense_tools.config import HostPort, PortRange, Strict
+from sendense_tools.node.forwards import is_loopback
 
 
 class ApiSection(Strict):
@@ -25,9 +26,19 @@ class HubSection(Strict):
     # Seconds between running-progress reports to the hub (the final one is sent at once).
     report_interval: float = Field(default=1.0, gt=0, le=60)
     # Where this node's tunnel binds its NBD forwards ([forwards].bind of
-    # tunnel.toml). The hub names its own bind address in nbd_targets; the node
-    # connects to the same port on this address. Empty: use the targets as given.
-    nbd_host: str = ""
+    # tunnel.toml). The hub names its own loopback bind address in nbd_targets;
+    # the node connects to the same port on this address.
+    nbd_host: str = "127.0.0.1"
+    # The tunnel's NBD forwards ([forwards].nbd_ports of tunnel.toml): a start
+    # request naming any other port (or host, or a unix socket) is refused.
+    nbd_ports: PortRange = (10100, 10200)
+
+    @field_validator("nbd_host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if not is_loopback(value):
+            raise ValueError(f"nbd_host {value!r} is not a loopback address")
+        return value
 
 
 class VcenterSection(Strict):

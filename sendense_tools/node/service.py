@@ -16,6 +16,7 @@ from sendense_tools.backup.executor import BackupOptions
 from sendense_tools.config import load_config, read_secret
 from sendense_tools.node.api import make_app
 from sendense_tools.node.config import NodeConfig
+from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
 from sendense_tools.node.reporter import HubReporter
 from sendense_tools.systemd import notify
@@ -62,7 +63,8 @@ async def serve(config_path: str) -> None:
     jobs = build(cfg)
     api_token = read_secret(cfg.api.token_file, "API token")
     host, port = cfg.api.listen
-    runner = await serve_app(make_app(jobs, api_token, cfg.hub.nbd_host), host, port)
+    forwards = TunnelForwards(cfg.hub.nbd_host, cfg.hub.nbd_ports)
+    runner = await serve_app(make_app(jobs, api_token, forwards), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

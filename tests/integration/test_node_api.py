@@ -17,10 +17,15 @@ from aiohttp import web
 from sendense_tools.api.server import serve_app
 from sendense_tools.backup.executor import BackupOptions
 from sendense_tools.nbd.digest import sha256_of_nbd
-from sendense_tools.node.api import make_app
+from sendense_tools.node.api import OPERATIONS, make_app
+from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
 from sendense_tools.node.reporter import HubReporter
-from tests.fixtures.ports import free_port, port_is_listening
+from tests.fixtures.bad_requests import bad_requests
+from tests.fixtures.ports import free_port, free_port_range, port_is_listening
+from tests.fixtures.procs import stop_process
+from tests.fixtures.rawhttp import raw_request
+from tests.fixtures.schemathesis import operations_tested, run_schemathesis
 from tests.fixtures.vcsim import remaining_snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,21 +65,34 @@ async def hub():
     await runner.cleanup()
 
 
-@pytest.fixture
-async def node(vcsim, hub):
+async def serve_node(vcsim, hub, forwards: TunnelForwards):
+    """A node API on a free port: (url, jobs, runner)."""
     jobs = JobManager(
         lambda: vcsim.params(),
         BackupOptions(retry_for=2),
         HubReporter(hub.url, TOKEN, interval=0.2, final_attempts=2, final_backoff=0.1),
     )
     port = free_port()
-    runner = await serve_app(make_app(jobs, TOKEN), "127.0.0.1", port)
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as client:
-        yield client
+    runner = await serve_app(make_app(jobs, TOKEN, forwards), "127.0.0.1", port)
+    return f"http://127.0.0.1:{port}", jobs, runner
+
+
+@pytest.fixture
+async def node_url(vcsim, hub):
+    # The test exports listen on ephemeral ports: this node's "tunnel" forwards
+    # all of them (the forward checks have their own node with a narrow range).
+    url, jobs, runner = await serve_node(vcsim, hub, TunnelForwards("127.0.0.1", (1, 65535)))
+    yield url
     await jobs.shutdown()
     await runner.cleanup()
+
+
+@pytest.fixture
+async def node(node_url):
+    async with aiohttp.ClientSession(
+        base_url=node_url, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        yield client
 
 
 def targets_for(vcsim, make) -> str:
@@ -144,7 +162,11 @@ async def test_backup_reports_progress_and_result_to_the_hub(
         ("disk0:nbd://127.0.0.1:1/a,bogus", "bogus"),
         ("disk0:ftp://127.0.0.1/a", "ftp://127.0.0.1/a"),
         ("disk0:nbd://127.0.0.1:1/a,disk1:nbd://127.0.0.1:2/b", "disk2"),
-        ("disk0:nbd://h:1/a,disk1:nbd://h:2/b,disk2:nbd://h:3/c,disk9:nbd://h:4/d", "disk9"),
+        (
+            "disk0:nbd://127.0.0.1:1/a,disk1:nbd://127.0.0.1:2/b,disk2:nbd://127.0.0.1:3/c,"
+            "disk9:nbd://127.0.0.1:4/d",
+            "disk9",
+        ),
     ],
 )
 async def test_bad_nbd_targets_are_400_naming_the_part(vcsim, node, targets, named):
@@ -157,7 +179,7 @@ async def test_bad_nbd_targets_are_400_naming_the_part(vcsim, node, targets, nam
 
 
 async def test_start_for_unknown_vm_is_404(node):
-    body = {"job_id": "n-x", "vm": "no-such-vm", "nbd_targets": "disk0:nbd://h:1/a"}
+    body = {"job_id": "n-x", "vm": "no-such-vm", "nbd_targets": "disk0:nbd://127.0.0.1:1/a"}
     async with node.post("/api/v1/backup/start", json=body) as resp:
         assert resp.status == 404
 
@@ -206,6 +228,8 @@ token_file = "{token_file}"
 
 [hub]
 api_url = "{hub.url}"
+# The slow exports listen on ephemeral ports.
+nbd_ports = "1-65535"
 
 [vcenter]
 url = "{vcsim.url}"
@@ -321,3 +345,151 @@ async def test_bad_job_id_is_422(vcsim, node, job_id):
     body = {"job_id": job_id, "vm": vcsim.vm, "nbd_targets": "disk0:nbd://h:1/a"}
     async with node.post("/api/v1/backup/start", json=body) as resp:
         assert resp.status == 422
+
+
+@pytest.mark.parametrize("case", range(len(bad_requests(""))), ids=lambda i: bad_requests("")[i][0])
+async def test_malformed_requests_get_a_json_4xx(node_url, case):
+    name, headers, body, status, code = bad_requests(TOKEN)[case]
+    answer = await raw_request(node_url, "POST", "/api/v1/backup/start", headers, body)
+    assert answer.status == status, (name, answer)
+    if status == 401:
+        assert answer.headers["www-authenticate"] == "Bearer"
+    error = answer.json()
+    assert error["error"] == code and error["message"] and "\n" not in error["message"]
+
+
+# -- the node streams only into its own tunnel ---------------------------------
+
+FORWARD_HOST = "127.0.0.2"
+
+
+@pytest.fixture
+async def tunnel_node(vcsim, hub):
+    """A node whose tunnel forwards 3 ports on 127.0.0.2: (client, (first, last))."""
+    ports = free_port_range(3)
+    url, jobs, runner = await serve_node(vcsim, hub, TunnelForwards(FORWARD_HOST, ports))
+    async with aiohttp.ClientSession(
+        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        yield client, ports
+    await jobs.shutdown()
+    await runner.cleanup()
+
+
+@pytest.fixture
+def forward_exports(tunnel_node, vcsim):
+    """In-memory NBD exports (nbdkit) listening where the tunnel's forwards would."""
+    _, (first, _) = tunnel_node
+    procs = []
+    for i, d in enumerate(vcsim.disks):
+        proc = subprocess.Popen(
+            ["nbdkit", "-f", "--exit-with-parent", "-i", FORWARD_HOST, "-p", str(first + i),
+             "memory", f"size={d.capacity}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not port_is_listening(first + i, FORWARD_HOST):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nbdkit did not listen on {FORWARD_HOST}:{first + i}")
+            time.sleep(0.02)
+    yield {d.disk_id: f"nbd://{FORWARD_HOST}:{first + i}/" for i, d in enumerate(vcsim.disks)}
+    for proc in procs:
+        stop_process(proc)
+
+
+async def test_the_hubs_targets_are_reached_through_the_tunnel(
+    vcsim, tunnel_node, hub, forward_exports
+):
+    client, (first, _) = tunnel_node
+    # The hub names its own loopback bind; the node keeps port and export only.
+    disks = enumerate(vcsim.disks)
+    targets = ",".join(f"{d.disk_id}:nbd://127.0.0.1:{first + i}/" for i, d in disks)
+    body = {"job_id": "n-fwd", "vm": vcsim.vm, "nbd_targets": targets}
+    async with client.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202, await resp.text()
+    await asyncio.wait_for(hub.final.wait(), 120)
+    assert hub.last("n-fwd")["status"] == "completed", hub.last("n-fwd")["error"]
+    for d in vcsim.disks:
+        assert await asyncio.to_thread(sha256_of_nbd, forward_exports[d.disk_id]) == d.sha256
+
+
+async def test_exports_outside_the_tunnel_get_nothing(vcsim, tunnel_node, hub, qemu_nbd_target):
+    client, _ = tunnel_node
+    # Real, writable exports on loopback, but on ports the tunnel does not forward.
+    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
+    targets = targets_for(vcsim, lambda d: made[d.disk_id])
+    body = {"job_id": "n-out", "vm": vcsim.vm, "nbd_targets": targets}
+    async with client.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 422
+        err = await resp.json()
+    assert err["error"] == "nbd_target_refused"
+    assert f"disk0:{made['disk0'].uri}" in err["message"]
+    await asyncio.sleep(1)
+    assert hub.reports == {}
+    assert remaining_snapshots(vcsim) == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "nbd://192.0.2.1:{first}/x",
+        "nbd://hub.example:{first}/x",
+        "nbd+unix:///x?socket=/tmp/elsewhere.sock",
+        "nbd://127.0.0.1:{after}/x",
+    ],
+)
+async def test_any_other_target_is_422_naming_it(vcsim, tunnel_node, hub, target):
+    client, (first, last) = tunnel_node
+    target = target.format(first=first, after=last + 1)
+    body = {"job_id": "n-other", "vm": vcsim.vm, "nbd_targets": f"disk0:{target}"}
+    async with client.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 422
+        err = await resp.json()
+    assert err["error"] == "nbd_target_refused" and f"disk0:{target}" in err["message"]
+    assert remaining_snapshots(vcsim) == []
+
+
+# -- the OpenAPI document, and schemathesis against it ---------------------------
+
+
+async def test_the_document_lists_every_route_and_is_public(node_url, vcsim, hub):
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(node_url + "/api/v1/openapi.json") as resp,
+    ):
+        assert resp.status == 200
+        doc = await resp.json()
+    assert doc["security"] == [{"bearer": []}]
+    documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    app = make_app(None, TOKEN, TunnelForwards("127.0.0.1", (1, 2)))  # type: ignore[arg-type]
+    assert documented == {
+        (r.method, r.resource.canonical) for r in app.router.routes() if r.method != "*"
+    }
+    start = doc["paths"]["/api/v1/backup/start"]["post"]
+    assert {"202", "400", "401", "404", "409", "422"} <= set(start["responses"])
+
+
+async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    vcsim, node, node_url, slow_nbd_target, tmp_path
+):
+    # One real, running backup that every {job_id} operation works on.
+    targets = targets_for(vcsim, lambda d: slow_nbd_target(d.capacity))
+    body = {"job_id": "n-fuzz", "vm": vcsim.vm, "nbd_targets": targets}
+    async with node.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202
+    started = time.monotonic()
+    rc, out = await run_schemathesis(node_url, TOKEN, tmp_path, {"path.job_id": "n-fuzz"})
+    elapsed = time.monotonic() - started
+    assert rc == 0, out[-6000:]
+    assert operations_tested(out) == len(OPERATIONS)
+    assert elapsed < 60, f"schemathesis took {elapsed:.0f} s"
+
+
+async def test_other_methods_are_405_naming_the_documented_ones(node):
+    async with node.get("/api/v1/backup/start") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"
+        assert (await resp.json())["error"] == "method_not_allowed"
+    async with node.delete("/api/v1/vms/x") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET"

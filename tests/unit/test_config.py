@@ -31,10 +31,10 @@ def test_defaults_match_the_design_contract(tmp_path):
 
 
 def test_hub_nodes_tables(tmp_path):
-    cfg = load_config(
-        write(tmp_path, '[nodes.site-a]\napi_url = "http://127.0.0.1:9082"\n'), HubConfig
-    )
+    text = '[nodes.site-a]\napi_url = "http://127.0.0.1:9082"\ntoken_file = "/t/site-a"\n'
+    cfg = load_config(write(tmp_path, text), HubConfig)
     assert cfg.nodes["site-a"].api_url == "http://127.0.0.1:9082"
+    assert cfg.nodes["site-a"].token_file == "/t/site-a"
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,12 @@ libnbd (TLS-PSK) and PUTs the final report with SHA-256 per disk.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,15 +225,27 @@ def hub_config(
 
 @pytest.fixture
 async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """Factory: `await make_hub(ports=8, **nbd_keys)` -> HubHarness (hub + node stand-in)."""
+    """Factory: `await make_hub(ports=8, repository=None, state=None, **nbd_keys)`.
+
+    Returns a HubHarness: the hub and the node stand-in.
+    """
     stack: list[Any] = []
 
-    async def make(ports: int = 8, **nbd_keys: Any) -> HubHarness:
+    async def make(
+        ports: int = 8,
+        repository: Path | None = None,
+        state: Path | None = None,
+        **nbd_keys: Any,
+    ) -> HubHarness:
         rng = free_port_range(ports)
         node = NodeServer(token="")
         await node.__aenter__()
         stack.append(node)
         raw, tokens = hub_config(tmp_path, rng, node.url, **nbd_keys)
+        if repository is not None:
+            raw["repository"]["path"] = str(repository)
+        if state is not None:
+            raw["state"]["db"] = str(state)
         node.token = tokens["node1"]
         hub = Hub(parse_config(raw, HubConfig))
         await hub.start()
@@ -248,3 +262,36 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             await item.close()
         else:
             await item.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB tmpfs (root only): a repository that fills up or turns read-only."""
+    where = tmp_path / "small-fs"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Write until the filesystem under `directory` has no block left."""
+    with (directory / "filler").open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(64 * 1024))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def remount_read_only(directory: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(directory)], check=True)

@@ -1,0 +1,65 @@
+"""hub_errors: the one place that gives the hub's domain errors their HTTP status."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sendense_tools.hub.allocator import PoolExhausted
+from sendense_tools.hub.api import hub_errors
+from sendense_tools.hub.exports import StorageError
+
+IMAGE = Path("/repo/vm/1/disk0.qcow2")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "name"),
+    [
+        (errno.ENOSPC, 507, "insufficient_storage"),
+        (errno.EDQUOT, 507, "insufficient_storage"),
+        (errno.EACCES, 503, "storage_denied"),
+        (errno.EPERM, 503, "storage_denied"),
+        (errno.EROFS, 503, "storage_read_only"),
+        (errno.EIO, 503, "storage_error"),
+    ],
+)
+def test_storage_errors_name_their_cause(code, status, name):
+    mapped = hub_errors(StorageError(IMAGE, code, "why"))
+    assert mapped is not None
+    assert (mapped.status, mapped.code) == (status, name)
+    assert mapped.message == f"cannot create {IMAGE}: why"
+
+
+def test_an_exhausted_pool_is_503_with_the_numbers():
+    mapped = hub_errors(PoolExhausted(3, 2))
+    assert mapped is not None and (mapped.status, mapped.code) == (503, "pool_exhausted")
+    assert mapped.extra == {"needed": 3, "free": 2}
+
+
+def sqlite_error(*statements: str) -> sqlite3.Error:
+    db = sqlite3.connect(":memory:")
+    try:
+        for sql in statements:
+            db.execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        db.close()
+    raise AssertionError("no error")
+
+
+def test_a_full_state_database_is_507_and_other_errors_are_not_mapped():
+    # max_page_count makes SQLite itself answer SQLITE_FULL, as a full disk does.
+    full = sqlite_error(
+        "CREATE TABLE t (x)",
+        "PRAGMA max_page_count = 2",
+        "INSERT INTO t VALUES (zeroblob(100000))",
+    )
+    mapped = hub_errors(full)
+    assert mapped is not None and (mapped.status, mapped.code) == (507, "insufficient_storage")
+    assert hub_errors(sqlite_error("SELECT * FROM nope")) is None
+    assert hub_errors(sqlite3.OperationalError("made by hand")) is None
+    assert hub_errors(RuntimeError("bug")) is None

@@ -1,0 +1,37 @@
+"""hub.toml: every node names its own token file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sendense_tools.config import load_config
+from sendense_tools.errors import ConfigError
+from sendense_tools.hub.config import HubConfig
+
+NODE_WITHOUT_TOKEN = '[nodes.site-a]\napi_url = "http://127.0.0.1:9082"\n'
+
+
+def test_a_node_without_token_file_is_a_config_error_naming_the_key(tmp_path: Path):
+    path = tmp_path / "hub.toml"
+    path.write_text(NODE_WITHOUT_TOKEN)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, HubConfig)
+    assert "nodes.site-a.token_file" in str(exc.value)
+
+
+def test_hub_serve_refuses_it_in_one_line(tmp_path: Path):
+    path = tmp_path / "hub.toml"
+    path.write_text(NODE_WITHOUT_TOKEN)
+    run = subprocess.run(
+        [sys.executable, "-m", "sendense_tools", "hub", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nodes.site-a.token_file" in lines[0], run.stderr
