@@ -161,11 +161,11 @@ async def backup_vm(
         snap, cancelled = await finish_blocking(
             create_snapshot, session, vm_obj, name, options.quiesce, options.owner
         )
-        if hooks.on_snapshot:
-            hooks.on_snapshot(name)
         try:
             if cancelled:
                 raise asyncio.CancelledError
+            if hooks.on_snapshot:
+                hooks.on_snapshot(name)
             # A snapshot taken between the check above and ours: ours is then a delta too.
             await _refuse_if_not_alone(session, vm_obj, info, options, snap)
             results = await _copy_all(session, info, snap, targets, options, hooks, cancel)

@@ -36,3 +36,18 @@ async def test_a_snapshot_taken_while_ours_is_made_refuses_https_and_leaves_only
             remove_snapshot(other, snap)
         other.close()
     assert remaining_snapshots(vcsim) == []
+
+
+async def test_a_failing_snapshot_hook_still_removes_our_snapshot(vcsim, qemu_nbd_target):
+    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
+    targets = {disk_id: NbdEndpoint(t.uri) for disk_id, t in made.items()}
+
+    def reporter_breaks(_ours: str) -> None:
+        raise RuntimeError("progress reporter broke")
+
+    with pytest.raises(RuntimeError, match="progress reporter broke"):
+        await backup_vm(
+            vcsim.params(), vcsim.vm, targets, "t-hook", BackupOptions(transport="https"),
+            Hooks(on_snapshot=reporter_breaks),
+        )  # fmt: skip
+    assert remaining_snapshots(vcsim) == []
