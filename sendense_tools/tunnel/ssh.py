@@ -12,7 +12,6 @@ from asyncssh.kex import get_kex_algs
 from sendense_tools.errors import SendenseError
 from sendense_tools.tunnel.config import TunnelConfig
 
-
 # Key exchange the node offers, best first: the ML-KEM hybrid (post-quantum) with
 # a hub whose OpenSSH has it (9.9+), else X25519. Never finite-field DH (DHEat,
 # small groups) or NIST curves, which the hub's sshd refuses anyway.
