@@ -7,9 +7,23 @@ import socket
 from pathlib import Path
 
 import asyncssh
+from asyncssh.kex import get_kex_algs
 
 from sendense_tools.errors import SendenseError
 from sendense_tools.tunnel.config import TunnelConfig
+
+# Key exchange the node offers, best first: the ML-KEM hybrid (post-quantum) with
+# a hub whose OpenSSH has it (9.9+), else X25519. Never finite-field DH (DHEat,
+# small groups) or NIST curves, which the hub's sshd refuses anyway.
+_KEX_PREFERENCE = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org")
+# Encrypt-then-MAC SHA-2: only used with a non-AEAD cipher from [tuning] ciphers.
+MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
+
+
+def kex_algs() -> list[str]:
+    """The preferred key exchanges this asyncssh can do (ML-KEM needs a recent pyca)."""
+    supported = set(get_kex_algs())
+    return [alg for alg in _KEX_PREFERENCE if alg.encode() in supported]
 
 
 class HostKeyMismatch(SendenseError):
@@ -46,7 +60,9 @@ def connection_options(cfg: TunnelConfig) -> asyncssh.SSHClientConnectionOptions
         kbdint_auth=False,
         gss_auth=False,
         host_based_auth=False,
+        kex_algs=kex_algs(),
         encryption_algs=list(tuning.ciphers),
+        mac_algs=list(MAC_ALGS),
         compression_algs=["none"],
         window=tuning.window,
         max_pktsize=tuning.max_pktsize,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.fixtures.ssh_audit import audit
 from tests.infra.conftest import (
     MAX_EXPOSURE,
     exposure,
@@ -90,6 +91,21 @@ def test_node_api_reachable_through_reverse_port(hub):
         assert status == 404 and "vm_not_found" in body, body
         status, _ = http_get(hub, f"{base}/api/v1/vms/{NO_VM}")
         assert status == 401
+
+
+def test_sshd_passes_ssh_audit(hub):
+    """ssh-audit from the controller against the hub's public port (what a network sees)."""
+    address = run_ok(hub, "hostname", "-I").split()[0]
+    settings = [line.split() for line in run_ok(hub, "/usr/sbin/sshd", "-T").splitlines()]
+    port = int(next(words[1] for words in settings if words[0] == "port"))
+    result = audit(address, port)
+    print(f"ssh-audit {hub.backend.get_pytest_id()}: {len(result.failures)} failures,"
+          f" {len(result.warnings)} warnings, {len(result.notes)} notes")  # fmt: skip
+    for finding in result.warnings + result.notes:
+        print(f"  {finding}")
+    assert result.algorithms["key"] == ("ssh-ed25519",), "a host key the nodes do not pin"
+    assert not result.failures, "\n".join(map(str, result.failures))
+    assert not result.unexpected_warnings(), "\n".join(map(str, result.unexpected_warnings()))
 
 
 def test_hub_unit_hardening(hub):

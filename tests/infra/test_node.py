@@ -23,13 +23,48 @@ NODE_TOML = "/etc/sendense/node.toml"
 TUNNEL_TOML = "/etc/sendense/tunnel.toml"
 
 
+def unit_user(host, unit: str) -> str:
+    user = run_ok(host, "systemctl", "show", "-p", "User", "--value", unit).strip()
+    assert user and user != "root", f"{unit} runs as {user or 'root'}"
+    return user
+
+
+def read_as(host, user: str, path: str):
+    """`cat path` as user, with that user's own groups (what the unit's process holds)."""
+    argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "cat", path]
+    return host.run(shlex.join(argv))
+
+
 def test_tunnel_key_present_and_private(node):
     key_file = read_toml(node, TUNNEL_TOML)["hub"]["key_file"]
     key = node.file(key_file)
     assert key.is_file
     assert key.mode == 0o600
-    assert key.user == "sendense"
+    assert key.user == unit_user(node, "sendense-tunnel.service")
     assert node.file(f"{key_file}.pub").contains("ssh-ed25519")
+
+
+def test_tunnel_and_node_run_as_different_users(node):
+    tunnel = unit_user(node, "sendense-tunnel.service")
+    assert tunnel != unit_user(node, "sendense-node.service")
+    # The running process, not only the unit file.
+    pid = run_ok(node, "systemctl", "show", "-p", "MainPID", "--value", "sendense-tunnel.service")
+    uid = node.file(f"/proc/{pid.strip()}/status").content_string.split("Uid:")[1].split()[0]
+    assert int(uid) == node.user(tunnel).uid
+
+
+def test_tunnel_user_cannot_read_the_node_secrets(node):
+    user = unit_user(node, "sendense-tunnel.service")
+    conf = read_toml(node, NODE_TOML)
+    tunnel = read_toml(node, TUNNEL_TOML)
+    # What it needs works as that user (so a refusal below is not a broken command).
+    for path in (TUNNEL_TOML, tunnel["hub"]["key_file"], tunnel["hub"]["known_hosts"]):
+        assert read_as(node, user, path).rc == 0, f"{user} cannot read {path}"
+    secrets = [conf["vcenter"]["password_file"], conf["api"]["token_file"], NODE_TOML]
+    for path in secrets:
+        assert node.file(path).is_file, path
+        cmd = read_as(node, user, path)
+        assert cmd.rc != 0 and "Permission denied" in cmd.stderr, f"{user} can read {path}"
 
 
 def test_hub_host_key_pinned(node, hubs):
