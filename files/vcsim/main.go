@@ -37,6 +37,9 @@ func main() {
 	}
 	defer model.Remove()
 
+	// Runs the endpoint hooks (the CBT registry hook of simulator/cbt.go) on
+	// the registry Create made.
+	model.Service.RegisterEndpoints = true
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *pass)}
 	if *useTLS {
 		host, _, err := net.SplitHostPort(*listen)
