@@ -8,15 +8,17 @@
 // modelled by hashing every 64 KiB block of each disk's -flat.vmdk when a
 // snapshot is created; a change id names one such set of hashes and a query
 // diffs two of them (only false positives are possible: a hash collision aside,
-// a changed block always hashes differently).
+// a changed block always hashes differently). The hash is two seeded maphash
+// values (128 bits): Go 1.19's SHA-256 runs at ~370 MB/s here, which made a
+// 4 GiB lab disk's snapshot take 4 s; these hashes never leave the process.
 package simulator
 
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log"
 	"os"
@@ -45,7 +47,20 @@ type cbtPoint struct {
 	file     string // the disk's backing file, so a re-created disk is not mistaken for the old one
 	uuid     string // tracking epoch of this disk; a reset starts a new one
 	capacity int64
-	hashes   [][sha256.Size]byte // per block; the zero value marks an all-zero block
+	hashes   []cbtHash // per block
+}
+
+// cbtHash is one block's hash; the zero value marks an all-zero block.
+type cbtHash struct{ a, b uint64 }
+
+var cbtSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+func cbtHashBlock(b []byte) cbtHash {
+	h := cbtHash{maphash.Bytes(cbtSeeds[0], b), maphash.Bytes(cbtSeeds[1], b)}
+	if h == (cbtHash{}) {
+		h.b = 1 // keep the zero value for zero blocks
+	}
+	return h
 }
 
 // cbtEpoch is the live tracking state of one disk of a VM while CBT stays on.
@@ -194,7 +209,7 @@ func (s *cbtState) RemoveObject(ref types.ManagedObjectReference) {
 // the file's end are zeroes (the simulator creates disks empty). Holes are
 // skipped with SEEK_DATA/SEEK_HOLE: snapshots of big sparse lab disks would
 // otherwise spend seconds reading zeroes, inside the snapshot's task.
-func cbtHashDisk(vm *VirtualMachine, fileName string, capacity int64) ([][sha256.Size]byte, error) {
+func cbtHashDisk(vm *VirtualMachine, fileName string, capacity int64) ([]cbtHash, error) {
 	p, fault := parseDatastorePath(fileName)
 	if fault != nil {
 		return nil, fmt.Errorf("bad datastore path %q", fileName)
@@ -202,7 +217,7 @@ func cbtHashDisk(vm *VirtualMachine, fileName string, capacity int64) ([][sha256
 	ds := vm.findDatastore(p.Datastore)
 	local := path.Join(ds.Info.GetDatastoreInfo().Url, strings.TrimSuffix(p.Path, ".vmdk")+"-flat.vmdk")
 	n := (capacity + cbtBlock - 1) / cbtBlock
-	hashes := make([][sha256.Size]byte, n)
+	hashes := make([]cbtHash, n)
 	f, err := os.Open(local)
 	if os.IsNotExist(err) {
 		return hashes, nil
@@ -233,7 +248,7 @@ func cbtHashDisk(vm *VirtualMachine, fileName string, capacity int64) ([][sha256
 				return nil, err
 			}
 			if got > 0 && !bytes.Equal(buf[:got], zero[:got]) {
-				hashes[i] = sha256.Sum256(buf[:got])
+				hashes[i] = cbtHashBlock(buf[:got])
 			}
 			next = i + 1
 		}
@@ -279,7 +294,7 @@ func (vm *VirtualMachine) QueryChangedDiskAreas(ctx *Context, req *types.QueryCh
 	}
 	var changed func(i int) bool
 	if req.ChangeId == "*" {
-		changed = func(i int) bool { return cur.hashes[i] != [sha256.Size]byte{} }
+		changed = func(i int) bool { return cur.hashes[i] != cbtHash{} }
 	} else {
 		old, ok := cbt.ids[req.ChangeId]
 		if !ok || old.vm != cur.vm || old.key != cur.key || old.file != cur.file || old.uuid != cur.uuid {
