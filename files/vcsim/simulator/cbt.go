@@ -67,7 +67,10 @@ func cbtHashBlock(b []byte) cbtHash {
 type cbtEpoch struct {
 	uuid string
 	file string
-	seq  int
+	// The VM's device object: a disk removed and added again gets the same key
+	// and file name here, but a new object, and must not keep the old ids.
+	dev types.BaseVirtualDevice
+	seq int
 }
 
 type cbtState struct {
@@ -158,8 +161,8 @@ func (s *cbtState) PutObject(item mo.Reference) {
 		devices[i] = &d
 
 		e := epochs[d.Key]
-		if e == nil || e.file != b.FileName {
-			e = &cbtEpoch{uuid: vmwareUUID(), file: b.FileName}
+		if e == nil || e.file != b.FileName || e.dev != dev {
+			e = &cbtEpoch{uuid: vmwareUUID(), file: b.FileName, dev: dev}
 			epochs[d.Key] = e
 		}
 		hashes, err := cbtHashDisk(vm, b.FileName, getDiskSize(&d))
