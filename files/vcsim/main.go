@@ -1,4 +1,5 @@
-// vcsim-lab: the govmomi vCenter simulator on a given address, for tests and the lab.
+// vcsim-lab: the govmomi vCenter simulator on a given address, for tests and the lab,
+// with changed block tracking (QueryChangedDiskAreas) from simulator/cbt.go.
 package main
 
 import (
