@@ -24,10 +24,11 @@ from sendense_tools.api.server import ApiError
 from sendense_tools.errors import SendenseError
 from sendense_tools.hub.allocator import PoolMetrics, SlotAllocator
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.exports import Export, ExportError, ExportOptions, start_export
+from sendense_tools.hub.exports import Export, ExportError, start_export
 from sendense_tools.hub.images import ImageError, StorageError, create_image
 from sendense_tools.hub.leftovers import is_qemu_nbd, kill_pid
 from sendense_tools.hub.nbdtls import write_tls_dir
+from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.sockets import ExportLayout, remove_stale_sockets
 from sendense_tools.hub.store import ACTIVE, Store
 from sendense_tools.nbd.digest import DigestError, sha256_of_image

@@ -16,8 +16,8 @@ from sendense_tools.errors import ConfigError
 from sendense_tools.hub.allocator import SlotAllocator
 from sendense_tools.hub.api import make_app
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.exports import ExportOptions, effective_options
 from sendense_tools.hub.jobs import JobManager
+from sendense_tools.hub.options import ExportOptions, effective_options
 from sendense_tools.hub.store import Store
 
 log = logging.getLogger(__name__)
