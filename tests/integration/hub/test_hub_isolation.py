@@ -16,7 +16,7 @@ import asyncssh
 import nbd
 import pytest
 
-from tests.fixtures.sshd import OTHER_NODE, TEST_NODE, Sshd, running_sshd
+from tests.fixtures.sshd import OTHER_NODE, TEST_NODE, TEST_USER, Sshd, connect_as, running_sshd
 
 from .conftest import MiB, open_export, targets
 
@@ -85,6 +85,8 @@ async def test_a_holding_ten_idle_connections_per_export_does_not_stop_b(make_hu
                 with pytest.raises(asyncssh.ChannelOpenError):
                     await conn.open_unix_connection(path)
                 assert await asyncio.to_thread(sshd.denied_path, path)
+                # Nor can a process of sdt-a on the hub reach the hub's socket of b.
+                assert await asyncio.to_thread(connect_as, TEST_USER, path) == "EACCES"
             # Meanwhile b writes both disks through its own sockets, and the hub checks
             # each qcow2's SHA-256 against what b read: bit-identical, not just done.
             started = time.monotonic()
