@@ -104,7 +104,7 @@ def _role_variable(template: str, path: tuple) -> str | None:
         # The hub's templates read its published settings (sendense_hub_ctx.X = sendense_hub_X).
         if expr.startswith("sendense_hub_ctx."):
             return "sendense_hub_" + expr.split(".", 1)[1]
-        if expr.startswith("_sendense_node_hub."):
+        if expr.startswith("sendense_node_hub_facts."):
             return "sendense_hub_" + expr.split(".", 1)[1]
         return expr if expr.startswith(f"{role}_") else None
     return None
