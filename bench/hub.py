@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import statistics
 import tempfile
@@ -21,13 +20,9 @@ from aiohttp import web
 
 from sendense_tools.config import parse_config
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.exports import (
-    ExportOptions,
-    create_image,
-    effective_options,
-    start_export,
-    write_tls_dir,
-)
+from sendense_tools.hub.exports import ExportAddress, start_export
+from sendense_tools.hub.images import create_image
+from sendense_tools.hub.options import ExportOptions, effective_options
 from sendense_tools.hub.service import Hub
 from tests.fixtures.ports import free_port_range
 
@@ -49,18 +44,16 @@ def _rss_kib(pid: int | str = "self") -> int:
 
 
 async def _one_alone(tmp: Path, opts: ExportOptions) -> float:
-    port = free_port_range(1)[0]
-    path = tmp / f"alone-{port}.qcow2"
+    """One export as the hub starts it by default: its node's unix socket, no TLS."""
+    path = tmp / "alone.qcow2"
     start = time.perf_counter()
     await create_image(path, CAPACITY)
-    keys = Path(tempfile.mkdtemp(dir=tmp)) / "keys"
-    write_tls_dir(keys, "u", os.urandom(32).hex())
-    export = await start_export("disk0", port, "alone", path, opts, lambda e: None, keys)
+    address = ExportAddress(10100, socket=tmp / "alone.sock")
+    export = await start_export("disk0", address, "alone", path, opts, lambda e: None)
     await export.wait_ready()
     elapsed = time.perf_counter() - start
     await export.stop()
     path.unlink()
-    shutil.rmtree(keys.parent)
     return elapsed
 
 
@@ -104,7 +97,7 @@ async def _run(tmp: Path) -> None:
     config = parse_config(
         {
             "api": {"listen": f"127.0.0.1:{_free_port()}", "token_file": str(token_file)},
-            "nbd": {"port_range": f"{lo}-{hi}"},
+            "nbd": {"port_range": f"{lo}-{hi}", "socket_dir": str(tmp / "nbd")},
             "repository": {"path": str(tmp / "repo")},
             "state": {"db": str(tmp / "hub.db")},
             "nodes": {"node1": {"api_url": node_url, "token_file": str(node_token_file)}},
@@ -138,12 +131,12 @@ async def _run(tmp: Path) -> None:
             teardown = time.perf_counter() - start
     finally:
         await node.cleanup()
-    print(f"qemu-nbd options: cache={opts.cache} aio={opts.aio}, TLS-PSK per job; load {load}")
-    print(f"one export alone (qcow2 + qemu-nbd TLS-PSK + handshake): {alone * 1000:.0f} ms")
+    print(f"qemu-nbd options: cache={opts.cache} aio={opts.aio}, unix sockets; load {load}")
+    print(f"one export alone (qcow2 + qemu-nbd on a socket + handshake): {alone * 1000:.0f} ms")
     ratio = concurrent / alone
-    print(f"{EXPORTS} exports ready concurrently (101 POSTs, TLS-PSK): {concurrent:.2f} s "
+    print(f"{EXPORTS} exports ready concurrently (101 POSTs, one node): {concurrent:.2f} s "
           f"= {ratio:.1f}x one alone ({ratio / EXPORTS:.2f}x per export)")  # fmt: skip
-    print(f"teardown of {EXPORTS} jobs (cancel, SIGTERM, ports freed): {teardown:.2f} s")
+    print(f"teardown of {EXPORTS} jobs (cancel, SIGTERM, slots freed): {teardown:.2f} s")
     print(f"hub RSS: {rss_idle / 1024:.1f} MiB idle, {rss_busy / 1024:.1f} MiB with "
           f"{len(pids)} exports running; qemu-nbd RSS {qemu_rss / 1024:.1f} MiB each")  # fmt: skip
 

@@ -223,7 +223,9 @@ def main() -> None:
     # On disk, not tmpfs: qemu-nbd --cache=none needs O_DIRECT.
     with (
         tempfile.TemporaryDirectory(prefix="sendense-bench-", dir="/var/tmp") as tmp,
-        running_sshd(nbd_count=101) as hub,
+        # TCP targets for every path (the tunnels are compared here, not the hub's
+        # layouts: bench/e2e.py and bench/nbd_auth.py compare those).
+        running_sshd(nbd_count=101, listen="tcp") as hub,
     ):
         work = Path(tmp)
         image = work / "source.raw"

@@ -1,7 +1,12 @@
-"""The NBD port pool: all-or-nothing allocation of N ports for one job.
+"""NBD slots: all-or-nothing allocation of N slots of one node's pool for one job.
+
+Each node has its own pool (slot 10100 of node A and slot 10100 of node B are
+different unix sockets), so one site's 101-disk VM never answers 503 to another
+site; a hub-wide cap on concurrent exports bounds the hub's own load instead.
+In the old "tcp" layout the slots are TCP ports, so every node shares one pool.
 
 Every method is synchronous and never awaits, so on the event loop a call is
-atomic: two concurrent requests can never be handed the same port.
+atomic: two concurrent requests can never be handed the same slot.
 """
 
 from __future__ import annotations
@@ -9,12 +14,27 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+# The pool key of the shared pool of the "tcp" layout.
+SHARED = ""
+
 
 class PoolExhausted(Exception):
-    def __init__(self, needed: int, free: int) -> None:
-        super().__init__(f"{needed} NBD ports needed, {free} free")
+    def __init__(self, node: str, needed: int, free: int) -> None:
+        whose = f"node {node}'s" if node else "the hub's"
+        super().__init__(f"not enough NBD slots in {whose} pool: {needed} needed, {free} free")
+        self.node = node
         self.needed = needed
         self.free = free
+
+
+class ExportCapReached(Exception):
+    def __init__(self, needed: int, running: int, cap: int) -> None:
+        super().__init__(
+            f"{needed} NBD exports needed, {running} of at most {cap} already run on this hub"
+        )
+        self.needed = needed
+        self.running = running
+        self.cap = cap
 
 
 @dataclass(frozen=True)
@@ -39,55 +59,71 @@ def port_is_bindable(host: str, port: int) -> bool:
     return True
 
 
-class PortAllocator:
-    def __init__(self, port_range: tuple[int, int], bind: str = "127.0.0.1") -> None:
-        self.ports = list(range(port_range[0], port_range[1] + 1))
-        self._pool = frozenset(self.ports)
-        self.bind = bind
-        self._owner: dict[int, str] = {}
+class SlotAllocator:
+    """Slots per node (unix layout) or one shared pool of TCP ports (`tcp_bind` set)."""
 
-    def allocate(self, job_id: str, count: int) -> list[int]:
-        """`count` ports for `job_id`, lowest first; PoolExhausted allocates nothing.
+    def __init__(
+        self, port_range: tuple[int, int], max_exports: int, tcp_bind: str | None = None
+    ) -> None:
+        self.slots = list(range(port_range[0], port_range[1] + 1))
+        self._pool = frozenset(self.slots)
+        self.max_exports = max_exports
+        self.tcp_bind = tcp_bind
+        self._owner: dict[tuple[str, int], str] = {}
 
-        A port that something else holds (not bindable) is skipped, not handed out.
-        """
+    def _key(self, node: str) -> str:
+        return SHARED if self.tcp_bind is not None else node
+
+    def _usable(self, slot: int) -> bool:
+        # A TCP port that something else holds is skipped; a node's socket path is ours alone.
+        return self.tcp_bind is None or port_is_bindable(self.tcp_bind, slot)
+
+    def allocate(self, job_id: str, node: str, count: int) -> list[int]:
+        """`count` slots of `node` for `job_id`, lowest first; an error allocates nothing."""
         if count < 1:
             raise ValueError("count must be at least 1")
-        free = [p for p in self.ports if p not in self._owner]
+        running = len(self._owner)
+        if running + count > self.max_exports:
+            raise ExportCapReached(count, running, self.max_exports)
+        key = self._key(node)
+        free = [s for s in self.slots if (key, s) not in self._owner]
         if len(free) < count:
-            raise PoolExhausted(count, len(free))
-        chosen: list[int] = []
-        for port in free:
-            if port_is_bindable(self.bind, port):
-                chosen.append(port)
-                if len(chosen) == count:
-                    break
+            raise PoolExhausted(key, count, len(free))
+        chosen = [s for s in free if self._usable(s)][:count]
         if len(chosen) < count:
-            raise PoolExhausted(count, len(chosen))
-        for port in chosen:
-            self._owner[port] = job_id
+            raise PoolExhausted(key, count, len(chosen))
+        for slot in chosen:
+            self._owner[(key, slot)] = job_id
         return chosen
 
-    def claim(self, job_id: str, port: int) -> None:
-        """Record a port as held (state restored from the database)."""
-        self._owner[port] = job_id
+    def claim(self, job_id: str, node: str, slot: int) -> None:
+        """Record a slot as held (state restored from the database)."""
+        self._owner[(self._key(node), slot)] = job_id
 
     def release_job(self, job_id: str) -> list[int]:
-        ports = [p for p, j in self._owner.items() if j == job_id]
-        for port in ports:
-            del self._owner[port]
-        return sorted(ports)
+        held = [k for k, j in self._owner.items() if j == job_id]
+        for key in held:
+            del self._owner[key]
+        return sorted(slot for _, slot in held)
 
-    def release_port(self, port: int) -> str | None:
-        return self._owner.pop(port, None)
+    def owner(self, node: str, slot: int) -> str | None:
+        return self._owner.get((self._key(node), slot))
 
-    def owner(self, port: int) -> str | None:
-        return self._owner.get(port)
+    def running(self) -> int:
+        return len(self._owner)
 
-    def allocations(self) -> dict[int, str]:
-        return dict(sorted(self._owner.items()))
-
-    def metrics(self) -> PoolMetrics:
-        total = len(self.ports)
-        allocated = sum(1 for p in self._owner if p in self._pool)
+    def metrics(self, node: str) -> PoolMetrics:
+        """One node's pool (in the tcp layout, the shared pool whatever the node)."""
+        key = self._key(node)
+        total = len(self.slots)
+        allocated = sum(1 for k, s in self._owner if k == key and s in self._pool)
         return PoolMetrics(total=total, allocated=allocated, available=total - allocated)
+
+    def hub_metrics(self, nodes: list[str]) -> PoolMetrics:
+        """Every pool of the hub together (the tcp layout has one)."""
+        pools = [self.metrics(n) for n in ([SHARED] if self.tcp_bind is not None else nodes)]
+        return PoolMetrics(
+            total=sum(p.total for p in pools),
+            allocated=sum(p.allocated for p in pools),
+            available=sum(p.available for p in pools),
+        )

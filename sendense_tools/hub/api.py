@@ -1,4 +1,4 @@
-"""The hub's HTTP API (aiohttp): backups, NBD pool, health and metrics."""
+"""The hub's HTTP API (aiohttp): backups, NBD slot pools, health and metrics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sendense_tools.api.auth import PRINCIPAL, token_matches
 from sendense_tools.api.body import read_model, read_query
 from sendense_tools.api.openapi import TEXT, Operation
 from sendense_tools.api.server import ApiError, json_ok, make_api
-from sendense_tools.hub.allocator import PoolExhausted
-from sendense_tools.hub.exports import StorageError
+from sendense_tools.hub.allocator import ExportCapReached, PoolExhausted
+from sendense_tools.hub.images import StorageError
 from sendense_tools.hub.jobs import JobManager
 from sendense_tools.hub.metrics import nbd_metrics, prometheus
 from sendense_tools.hub.schemas import (
@@ -55,9 +55,18 @@ def hub_errors(exc: Exception) -> ApiError | None:
         return ApiError(
             503,
             "pool_exhausted",
-            f"not enough NBD ports: {exc.needed} needed, {exc.free} free",
+            str(exc),
             needed=exc.needed,
             free=exc.free,
+        )
+    if isinstance(exc, ExportCapReached):
+        return ApiError(
+            503,
+            "too_many_exports",
+            f"hub at its export limit: {exc}",
+            needed=exc.needed,
+            running=exc.running,
+            max_exports=exc.cap,
         )
     # getattr: only errors raised by sqlite itself carry the code.
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
@@ -131,20 +140,30 @@ async def verify_backup(request: web.Request) -> web.Response:
     return json_ok(await request.app[JOBS].verify(backup_id))
 
 
+def _own_nodes(request: web.Request) -> list[str]:
+    """The pools a caller may see: every node's for the admin, its own for a node."""
+    who = _principal(request)
+    nodes = list(request.app[JOBS].config.nodes)
+    return nodes if who == ADMIN else [who]
+
+
 async def nbd_ports(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
     who = _principal(request)
-    rows = [
-        r
-        for r in jobs.store.allocations()
-        if who == ADMIN or (jobs.store.job_row(r["job_id"]) or {}).get("node") == who
-    ]
-    return json_ok(rows)
+    return json_ok(jobs.store.allocations(node=None if who == ADMIN else who))
 
 
 async def nbd_pool_metrics(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
-    return json_ok(nbd_metrics(jobs.allocator.metrics(), jobs.qemu_nbd_processes()))
+    pools = jobs.pools(_own_nodes(request))
+    return json_ok(
+        nbd_metrics(
+            jobs.allocator.hub_metrics(list(jobs.config.nodes)),
+            pools,
+            jobs.qemu_nbd_processes(),
+            jobs.allocator.max_exports,
+        )
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -154,7 +173,11 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
     text = prometheus(
-        jobs.allocator.metrics(), jobs.qemu_nbd_processes(), jobs.store.status_counts()
+        jobs.allocator.hub_metrics(list(jobs.config.nodes)),
+        jobs.pools(_own_nodes(request)),
+        jobs.qemu_nbd_processes(),
+        jobs.allocator.max_exports,
+        jobs.store.status_counts(),
     )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
@@ -205,9 +228,15 @@ OPERATIONS = [
         errors=(404, 409),
     ),
     Operation(
-        "GET", "/api/v1/nbd/ports", nbd_ports, "NBD port allocations", {200: list[Allocation]}
+        "GET",
+        "/api/v1/nbd/ports",
+        nbd_ports,
+        "NBD slot allocations per node (a node sees its own)",
+        {200: list[Allocation]},
     ),
-    Operation("GET", "/api/v1/nbd/metrics", nbd_pool_metrics, "NBD pool usage", {200: NbdMetrics}),
+    Operation(
+        "GET", "/api/v1/nbd/metrics", nbd_pool_metrics, "NBD slot pools usage", {200: NbdMetrics}
+    ),
     Operation("GET", "/healthz", healthz, "Liveness", {200: Health}, public=True),
     Operation("GET", "/metrics", metrics, "Prometheus metrics", {200: TEXT}),
 ]

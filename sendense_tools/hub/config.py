@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
+
+# sun_path holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class ApiSection(Strict):
@@ -17,11 +22,20 @@ class ApiSection(Strict):
 
 
 class NbdSection(Strict):
+    # The slots EACH node has for itself (in "tcp" mode: one pool for all nodes).
     port_range: PortRange = (10100, 10200)
+    # "unix": export of node N, slot S on <socket_dir>/<N>/<S>.sock, isolated per
+    # node by sshd and the directory's group. "tcp": the old layout, TCP exports
+    # on `bind`, kept only to compare against it (bench).
+    listen: Literal["unix", "tcp"] = "unix"
+    socket_dir: str = "/run/sendense/nbd"
     bind: str = "127.0.0.1"
+    # Hub-wide cap on concurrent qemu-nbd (404 = four nodes' full pools).
+    max_exports: int = Field(default=404, ge=1)
     shared: int = Field(default=10, ge=1, le=255)
-    # Per-job TLS-PSK on every export (the key goes to the node in the start call).
-    tls_psk: bool = True
+    # Per-job TLS-PSK on every export (the key goes to the node in the start call):
+    # defence in depth only, the SSH connection already encrypts.
+    tls_psk: bool = False
     # Where per-job PSK directories live; empty = "nbd-keys" next to [state].db.
     key_dir: str = ""
     # qemu-nbd target options (ovirt-imageio's, with io_uring instead of native
@@ -33,6 +47,13 @@ class NbdSection(Strict):
     detect_zeroes: Literal["off", "on", "unmap"] = "unmap"
     # Seconds for a qemu-nbd to answer an NBD handshake before the job fails.
     ready_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("socket_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"socket_dir {value!r} is not an absolute path")
+        return value.rstrip("/") or "/"
 
 
 class RepositorySection(Strict):
@@ -58,3 +79,16 @@ class HubConfig(Strict):
     repository: RepositorySection = RepositorySection()
     state: StateSection = StateSection()
     nodes: dict[str, NodeEntry] = {}
+
+    @model_validator(mode="after")
+    def _node_ids_fit_paths(self) -> HubConfig:
+        # A node id names its socket directory, its tunnel user and its group.
+        for node in self.nodes:
+            if not NODE_ID.fullmatch(node):
+                raise ValueError(f"nodes.{node}: a node id is letters, digits, '.', '_', '-'")
+            longest = f"{self.nbd.socket_dir}/{node}/{self.nbd.port_range[1]}.sock"
+            if self.nbd.listen == "unix" and len(longest.encode()) > MAX_SOCKET_PATH:
+                raise ValueError(
+                    f"nodes.{node}: socket path {longest} is longer than {MAX_SOCKET_PATH} bytes"
+                )
+        return self

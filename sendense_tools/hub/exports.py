@@ -1,23 +1,25 @@
-"""One qemu-nbd per disk: create the qcow2, start, wait for NBD, watch, flush, stop."""
+"""One qemu-nbd per disk: start it on its address, wait for NBD, watch, flush, stop.
+
+An export listens on a unix socket of its node's directory (or, in the old
+layout, on a TCP port); the hub reaches it through that same address.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import shutil
 import signal
 import struct
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbd
+
+from sendense_tools.hub.options import ExportOptions
 
 log = logging.getLogger(__name__)
 
@@ -26,136 +28,43 @@ IHAVEOPT = b"IHAVEOPT"
 NBD_OPT_ABORT = 2
 STOP_GRACE = 5.0
 
-# RFC 7919 ffdhe2048. Without dh-params.pem in its TLS directory a qemu-nbd
-# server generates DH parameters at start: 140-430 ms of CPU per export here
-# (15 s for 101 exports on two cores) against about 10 ms with this file.
-FFDHE2048_PEM = """-----BEGIN DH PARAMETERS-----
-MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
-+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
-87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
-YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
-7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
-ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
------END DH PARAMETERS-----
-"""
-
-
-def write_tls_dir(directory: Path, username: str, psk_hex: str) -> None:
-    """A qemu-nbd tls-creds-psk directory: keys.psk and dh-params.pem, 0700/0600."""
-    directory.mkdir(mode=0o700)
-    for name, text in (("keys.psk", f"{username}:{psk_hex}\n"), ("dh-params.pem", FFDHE2048_PEM)):
-        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-
 
 class ExportError(Exception):
     """An export that could not be created, started or flushed (one line for a person)."""
 
 
-class StorageError(Exception):
-    """The repository refused a new image; `errno` says why (ENOSPC, EACCES, EROFS...)."""
-
-    def __init__(self, path: Path, code: int, reason: str) -> None:
-        super().__init__(f"cannot create {path}: {reason}")
-        self.errno = code
-
-
-# Causes worth telling apart when qemu-img names them (it prints strerror's text).
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
-
-
 @dataclass(frozen=True)
-class ExportOptions:
-    bind: str = "127.0.0.1"
-    shared: int = 10
-    cache: str = "none"
-    aio: str = "io_uring"
-    detect_zeroes: str = "unmap"
-    ready_timeout: float = 30.0
+class ExportAddress:
+    """Where the export of one slot listens: a unix socket, or a TCP port of `host`."""
+
+    slot: int
+    socket: Path | None = None
+    host: str = "127.0.0.1"
 
     def qemu_args(self) -> list[str]:
-        args = [f"--shared={self.shared}", "--persistent", "-b", self.bind, "-f", "qcow2"]
-        args += [f"--cache={self.cache}", f"--aio={self.aio}", "--discard=unmap"]
-        return [*args, f"--detect-zeroes={self.detect_zeroes}"]
+        if self.socket is not None:
+            return ["-k", str(self.socket)]
+        return ["-b", self.host, "-p", str(self.slot)]
 
+    def __str__(self) -> str:
+        return str(self.socket) if self.socket is not None else f"{self.host}:{self.slot}"
 
-def direct_io_works(directory: str | Path) -> bool:
-    """Whether O_DIRECT files can be opened in `directory` (not on tmpfs, for one)."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".odirect-") as tmp:
-        try:
-            fd = os.open(tmp.name, os.O_RDWR | os.O_DIRECT)
-        except OSError:
-            return False
-        os.close(fd)
-    return True
+    def uri(self, export: str) -> str:
+        if self.socket is not None:
+            return f"nbd+unix:///{export}?socket={self.socket}"
+        return f"nbd://{self.host}:{self.slot}/{export}"
 
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.socket is not None:
+            return await asyncio.open_unix_connection(str(self.socket))
+        return await asyncio.open_connection(self.host, self.slot)
 
-def aio_works(aio: str, cache: str, directory: str | Path) -> bool:
-    """Whether qemu can open an image in `directory` with this aio/cache pair."""
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".aio-probe-") as tmp:
-        tmp.truncate(1024 * 1024)
-        tmp.flush()
-        probe = subprocess.run(
-            ["qemu-io", "-f", "raw", "-t", cache, "-i", aio, "-c", "read 0 4096", tmp.name],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
-    return probe.returncode == 0
-
-
-def effective_options(opts: ExportOptions, repository: str | Path) -> ExportOptions:
-    """Fall back to what this machine supports: O_DIRECT (not on tmpfs), then aio mode.
-
-    aio=native takes a 1024-event kernel AIO context per qemu-nbd, so 101 exports
-    need fs.aio-max-nr >= 103424 (the default 65536 stops at 64); io_uring has no
-    such limit and measured as fast here, so it is the default.
-    """
-    cache, aio = opts.cache, opts.aio
-    if cache in ("none", "directsync") and not direct_io_works(repository):
-        log.warning("O_DIRECT is not supported under %s: using cache=writeback", repository)
-        cache = "writeback"
-    if aio == "native" and cache not in ("none", "directsync"):
-        aio = "threads"
-    if aio != "threads" and not aio_works(aio, cache, repository):
-        log.warning("qemu cannot use aio=%s under %s: using aio=threads", aio, repository)
-        aio = "threads"
-    return ExportOptions(opts.bind, opts.shared, cache, aio, opts.detect_zeroes, opts.ready_timeout)
-
-
-async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        message = err.decode(errors="replace").strip().splitlines()
-        raise ExportError(f"{argv[0]} failed: {message[-1] if message else proc.returncode}")
-
-
-async def create_image(path: Path, capacity: int) -> None:
-    """A new qcow2; StorageError when the repository refuses it (full, read-only, denied)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(path.parent, exc.errno or 0, exc.strerror or str(exc)) from None
-    try:
-        # C locale: the strerror text below is matched in English.
-        await _run(
-            "qemu-img", "create", "-q", "-f", "qcow2", str(path), str(capacity),
-            env={**os.environ, "LC_ALL": "C"},
-        )  # fmt: skip
-    except ExportError as exc:
-        code = next((c for c in _STORAGE_ERRNOS if os.strerror(c) in str(exc)), None)
-        if code is None:
-            raise
-        raise StorageError(path, code, os.strerror(code)) from None
+    def connect(self, handle: nbd.NBD) -> None:
+        """Start an async libnbd connect to this address (the export name is set already)."""
+        if self.socket is not None:
+            handle.aio_connect_unix(str(self.socket))
+        else:
+            handle.aio_connect_tcp(self.host, str(self.slot))
 
 
 def describe_exit(rc: int | None) -> str:
@@ -172,10 +81,10 @@ def describe_exit(rc: int | None) -> str:
 
 @dataclass
 class Export:
-    """A running qemu-nbd serving one qcow2 on one port."""
+    """A running qemu-nbd serving one qcow2 on one slot's address."""
 
     disk_id: str
-    port: int
+    address: ExportAddress
     name: str
     path: Path
     opts: ExportOptions
@@ -190,8 +99,12 @@ class Export:
         return self.proc.pid
 
     @property
+    def slot(self) -> int:
+        return self.address.slot
+
+    @property
     def uri(self) -> str:
-        return f"nbd://{self.opts.bind}:{self.port}/{self.name}"
+        return self.address.uri(self.name)
 
     @property
     def alive(self) -> bool:
@@ -199,7 +112,7 @@ class Export:
 
     def exit_reason(self) -> str:
         reason = (
-            f"qemu-nbd for {self.disk_id} (port {self.port}) {describe_exit(self.proc.returncode)}"
+            f"qemu-nbd for {self.disk_id} (slot {self.slot}) {describe_exit(self.proc.returncode)}"
         )
         return f"{reason}: {self.stderr_tail}" if self.stderr_tail else reason
 
@@ -222,11 +135,11 @@ class Export:
         while True:
             if self.exited.is_set():
                 raise ExportError(self.exit_reason())
-            if await _handshake(self.opts.bind, self.port):
+            if await _handshake(self.address):
                 return
             if time.monotonic() > deadline:
                 raise ExportError(
-                    f"qemu-nbd for {self.disk_id} (port {self.port}) did not answer NBD "
+                    f"qemu-nbd for {self.disk_id} on {self.address} did not answer NBD "
                     f"within {self.opts.ready_timeout:.0f} s"
                 )
             with contextlib.suppress(TimeoutError):
@@ -235,7 +148,7 @@ class Export:
     async def flush(self, tls_username: str | None, psk_file: Path | None) -> None:
         if not self.alive:
             raise ExportError(self.exit_reason())
-        await asyncio.to_thread(_flush, self.uri, tls_username, psk_file, 30.0)
+        await asyncio.to_thread(_flush, self.address, self.name, tls_username, psk_file, 30.0)
 
     async def stop(self) -> int | None:
         """SIGTERM (qemu-nbd then flushes and closes the image), SIGKILL after 5 s."""
@@ -251,19 +164,23 @@ class Export:
                     self.proc.kill()
         if self._watch is not None:
             await self._watch
+        # qemu-nbd removes its socket on a clean exit, not when killed.
+        if self.address.socket is not None:
+            with contextlib.suppress(OSError):
+                self.address.socket.unlink()
         return self.proc.returncode
 
 
 async def start_export(
     disk_id: str,
-    port: int,
+    address: ExportAddress,
     name: str,
     path: Path,
     opts: ExportOptions,
     on_exit: Callable[[Export], None],
     tls_dir: Path | None = None,
 ) -> Export:
-    argv = ["qemu-nbd", *opts.qemu_args(), "-p", str(port), "-x", name]
+    argv = ["qemu-nbd", *opts.qemu_args(), *address.qemu_args(), "-x", name]
     if tls_dir is not None:
         argv += ["--object", f"tls-creds-psk,id=tls0,endpoint=server,dir={tls_dir}"]
         argv += ["--tls-creds", "tls0"]
@@ -279,16 +196,19 @@ async def start_export(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        # The socket gets mode 0770: the node's tunnel user (the directory's group)
+        # must be able to connect(), which takes write permission on the socket.
+        umask=0o007,
     )
-    export = Export(disk_id, port, name, path, opts, proc)
+    export = Export(disk_id, address, name, path, opts, proc)
     export._watch = asyncio.create_task(export._watch_process(on_exit))
     return export
 
 
-async def _handshake(host: str, port: int) -> bool:
+async def _handshake(address: ExportAddress) -> bool:
     """The server's NBD greeting, answered with NBD_OPT_ABORT so it closes cleanly."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        reader, writer = await asyncio.wait_for(address.open(), 5)
     except (OSError, TimeoutError):
         return False
     try:
@@ -308,15 +228,23 @@ async def _handshake(host: str, port: int) -> bool:
             await writer.wait_closed()
 
 
-def _flush(uri: str, tls_username: str | None, psk_file: Path | None, timeout: float) -> None:
+def _flush(
+    address: ExportAddress,
+    name: str,
+    tls_username: str | None,
+    psk_file: Path | None,
+    timeout: float,
+) -> None:
     """NBD flush through a fresh connection, bounded in time (a full --shared blocks accept)."""
+    uri = address.uri(name)
     handle = nbd.NBD()
     try:
         if tls_username and psk_file:
             handle.set_tls(nbd.TLS_REQUIRE)
             handle.set_tls_username(tls_username)
             handle.set_tls_psk_file(str(psk_file))
-        handle.aio_connect_uri(uri)
+        handle.set_export_name(name)
+        address.connect(handle)
         deadline = time.monotonic() + timeout
         while handle.aio_is_connecting():
             remaining = deadline - time.monotonic()

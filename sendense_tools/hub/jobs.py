@@ -1,20 +1,17 @@
-"""Backup job lifecycle: start (node -> ports -> exports -> node), progress, finish, cancel.
+"""Backup job lifecycle: start (node -> slots -> exports -> node), progress, finish, cancel.
 
 Whatever path a job leaves by (node refusal, qemu-nbd crash, cancel, final
 report, hub stop), it goes through `_terminate`, which stops every export,
-frees every port and removes the PSK directory exactly once.
+frees every slot and removes the PSK directory exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import re
 import secrets
 import shutil
-import signal
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +22,14 @@ from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.api.fields import MAX_INT64
 from sendense_tools.api.server import ApiError
 from sendense_tools.errors import SendenseError
-from sendense_tools.hub.allocator import PortAllocator
+from sendense_tools.hub.allocator import PoolMetrics, SlotAllocator
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.exports import (
-    Export,
-    ExportError,
-    ExportOptions,
-    StorageError,
-    create_image,
-    start_export,
-    write_tls_dir,
-)
+from sendense_tools.hub.exports import Export, ExportError, start_export
+from sendense_tools.hub.images import ImageError, StorageError, create_image
+from sendense_tools.hub.leftovers import is_qemu_nbd, kill_pid
+from sendense_tools.hub.nbdtls import write_tls_dir
+from sendense_tools.hub.options import ExportOptions
+from sendense_tools.hub.sockets import ExportLayout, remove_stale_sockets
 from sendense_tools.hub.store import ACTIVE, Store
 from sendense_tools.nbd.digest import DigestError, sha256_of_image
 
@@ -73,13 +67,14 @@ class JobManager:
         self,
         config: HubConfig,
         store: Store,
-        allocator: PortAllocator,
+        allocator: SlotAllocator,
         export_options: ExportOptions,
         node_tokens: dict[str, str],
     ) -> None:
         self.config = config
         self.store = store
         self.allocator = allocator
+        self.layout = ExportLayout(config.nbd.listen, config.nbd.socket_dir, config.nbd.bind)
         self.export_options = export_options
         self.node_tokens = node_tokens
         self.repository = Path(config.repository.path)
@@ -109,6 +104,9 @@ class JobManager:
         return ApiClient(
             entry.api_url, self.node_tokens[node], timeout=timeout or self.config.api.node_timeout
         )
+
+    def pools(self, nodes: list[str]) -> dict[str, PoolMetrics]:
+        return {node: self.allocator.metrics(node) for node in nodes}
 
     def qemu_nbd_processes(self) -> int:
         return sum(1 for j in self._jobs.values() for e in j.exports.values() if e.alive)
@@ -144,10 +142,10 @@ class JobManager:
                 reserved.append((node, name))
             disks = info["disks"]
             job = Job(id=str(uuid.uuid4()), node=node, vm=name)
-            # PoolExhausted goes up as it is: the API maps it to 503.
-            ports = self.allocator.allocate(job.id, len(disks))
+            # PoolExhausted and ExportCapReached go up as they are: the API maps them to 503.
+            slots = self.allocator.allocate(job.id, node, len(disks))
             try:
-                specs = self._plan(job, disks, ports)
+                specs = self._plan(job, disks, slots)
             except BaseException:
                 self.allocator.release_job(job.id)
                 raise
@@ -172,15 +170,15 @@ class JobManager:
             raise ApiError(502, "node_unreachable", f"node {node} is unreachable: {exc}") from None
         return _check_vm_info(node, vm, info)
 
-    def _plan(self, job: Job, disks: list[dict], ports: list[int]) -> list[dict[str, Any]]:
+    def _plan(self, job: Job, disks: list[dict], slots: list[int]) -> list[dict[str, Any]]:
         folder = self.repository / safe_name(job.vm) / job.id
         specs = []
-        for i, (disk, port) in enumerate(zip(disks, ports, strict=True)):
+        for i, (disk, slot) in enumerate(zip(disks, slots, strict=True)):
             specs.append(
                 {
                     "disk_id": disk["disk_id"],
                     "capacity": disk["capacity"],
-                    "nbd_port": port,
+                    "nbd_port": slot,
                     "export_name": f"{safe_name(job.vm)}-{job.id[:8]}-disk{i}",
                     "qcow2_path": str(folder / f"disk{i}.qcow2"),
                 }
@@ -188,9 +186,10 @@ class JobManager:
         if self.config.nbd.tls_psk:
             job.key_dir = self.key_root / job.id
             job.tls_username = f"sendense-{job.id[:8]}"
-        bind = self.export_options.bind
+        # The seed's form: the host and port are the node's forward of each slot.
+        host = self.layout.target_host()
         targets = ",".join(
-            f"{s['disk_id']}:nbd://{bind}:{s['nbd_port']}/{s['export_name']}" for s in specs
+            f"{s['disk_id']}:nbd://{host}:{s['nbd_port']}/{s['export_name']}" for s in specs
         )
         self.store.create_job(
             {
@@ -216,7 +215,7 @@ class JobManager:
             for s in specs:
                 export = await start_export(
                     s["disk_id"],
-                    s["nbd_port"],
+                    self.layout.address(job.node, s["nbd_port"]),
                     s["export_name"],
                     Path(s["qcow2_path"]),
                     self.export_options,
@@ -224,7 +223,7 @@ class JobManager:
                     tls_dir=job.key_dir,
                 )
                 job.exports[s["disk_id"]] = export
-                self.store.set_pid(s["nbd_port"], export.pid)
+                self.store.set_pid(job.node, s["nbd_port"], export.pid)
             await asyncio.gather(*(e.wait_ready() for e in job.exports.values()))
             if job.closing:
                 raise ExportError(self.store.job_row(job.id)["error"])  # type: ignore[index]
@@ -243,7 +242,7 @@ class JobManager:
             job.node_started = job.node_started and exc.status not in (400, 404, 409)
             await self._terminate(job, "failed", exc.message)
             raise
-        except ExportError as exc:
+        except (ExportError, ImageError) as exc:
             await self._terminate(job, "failed", str(exc))
             raise ApiError(502, "export_failed", str(exc)) from None
         except StorageError as exc:
@@ -448,13 +447,17 @@ class JobManager:
     # -- start-up and shut-down -----------------------------------------------
 
     async def reconcile(self) -> list[str]:
-        """After a restart: stop leftover qemu-nbd, free ports, fail unfinished jobs."""
+        """After a restart: stop leftover qemu-nbd, free slots, fail unfinished jobs."""
+        nodes = set(self.config.nodes)
         for row in self.store.allocations():
-            pid = row["pid"]
-            if pid and _is_qemu_nbd(pid, row["port"]):
-                log.warning("stopping leftover qemu-nbd pid %d on port %d", pid, row["port"])
-                await _kill_pid(pid)
-            self.store.release_port(row["port"])
+            pid, node, slot = row["pid"], row["node"], row["port"]
+            nodes.add(node)
+            if pid and is_qemu_nbd(pid, self.layout.qemu_nbd_args(node, slot)):
+                log.warning("stopping leftover qemu-nbd pid %d (node %s slot %d)", pid, node, slot)
+                await kill_pid(pid)
+            self.store.release_slot(node, slot)
+        if self.layout.unix:
+            remove_stale_sockets(self.layout.socket_dir, sorted(nodes))
         failed = self.store.active_jobs()
         for job_id in failed:
             self.store.set_status(job_id, "failed", "hub restarted")
@@ -505,41 +508,3 @@ def _check_vm_info(node: str, vm: str, info: object) -> dict[str, Any]:
             raise bad(f"disk id {disk['disk_id']!r} is duplicated or unusable")
         seen.add(disk["disk_id"])
     return info
-
-
-def _is_qemu_nbd(pid: int, port: int) -> bool:
-    """Whether `pid` is still the qemu-nbd we started on `port` (pids get reused)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    if state == "Z":
-        return False
-    names = [os.path.basename(a.decode(errors="replace")) for a in argv]
-    if "qemu-nbd" not in names:
-        return False
-    args = [a.decode(errors="replace") for a in argv]
-    return any(
-        (a in ("-p", "--port") and i + 1 < len(args) and args[i + 1] == str(port))
-        or a == f"--port={port}"
-        for i, a in enumerate(args)
-    )
-
-
-async def _kill_pid(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        for _ in range(100):
-            if not _alive(pid):
-                return
-            await asyncio.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

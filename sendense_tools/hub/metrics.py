@@ -1,4 +1,4 @@
-"""Prometheus text exposition of the hub's pool, processes and backups."""
+"""The hub's slot pools, processes and backups: JSON for the API, Prometheus text."""
 
 from __future__ import annotations
 
@@ -7,17 +7,33 @@ from sendense_tools.hub.allocator import PoolMetrics
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
-def nbd_metrics(pool: PoolMetrics, processes: int) -> dict[str, float | int]:
+def _pool(pool: PoolMetrics) -> dict[str, float | int]:
     return {
         "total": pool.total,
         "allocated": pool.allocated,
         "available": pool.available,
         "utilization": round(pool.utilization, 4),
-        "qemu_nbd_processes": processes,
     }
 
 
-def prometheus(pool: PoolMetrics, processes: int, backups: dict[str, int]) -> str:
+def nbd_metrics(
+    hub: PoolMetrics, nodes: dict[str, PoolMetrics], processes: int, max_exports: int
+) -> dict:
+    return {
+        **_pool(hub),
+        "qemu_nbd_processes": processes,
+        "max_exports": max_exports,
+        "nodes": {node: _pool(pool) for node, pool in sorted(nodes.items())},
+    }
+
+
+def prometheus(
+    hub: PoolMetrics,
+    nodes: dict[str, PoolMetrics],
+    processes: int,
+    max_exports: int,
+    backups: dict[str, int],
+) -> str:
     lines: list[str] = []
 
     def gauge(name: str, help_text: str, samples: list[tuple[str, float | int]]) -> None:
@@ -25,15 +41,41 @@ def prometheus(pool: PoolMetrics, processes: int, backups: dict[str, int]) -> st
         lines.append(f"# TYPE {name} gauge")
         lines.extend(f"{name}{labels} {value}" for labels, value in samples)
 
-    gauge("sendense_hub_nbd_ports_total", "NBD ports in the pool.", [("", pool.total)])
-    gauge("sendense_hub_nbd_ports_allocated", "NBD ports held by jobs.", [("", pool.allocated)])
-    gauge("sendense_hub_nbd_ports_available", "NBD ports free.", [("", pool.available)])
-    gauge(
+    def per_node(name: str, help_text: str, hub_value: float | int, value) -> None:
+        samples = [("", hub_value)]
+        samples += [(f'{{node="{n}"}}', value(p)) for n, p in sorted(nodes.items())]
+        gauge(name, help_text, samples)
+
+    per_node(
+        "sendense_hub_nbd_ports_total",
+        "NBD slots in the pools (no label: the hub; node: that node's own pool).",
+        hub.total,
+        lambda p: p.total,
+    )
+    per_node(
+        "sendense_hub_nbd_ports_allocated",
+        "NBD slots held by jobs.",
+        hub.allocated,
+        lambda p: p.allocated,
+    )
+    per_node(
+        "sendense_hub_nbd_ports_available",
+        "NBD slots free.",
+        hub.available,
+        lambda p: p.available,
+    )
+    per_node(
         "sendense_hub_nbd_pool_utilization",
         "Allocated share of the pool (0-1).",
-        [("", round(pool.utilization, 4))],
+        round(hub.utilization, 4),
+        lambda p: round(p.utilization, 4),
     )
     gauge("sendense_hub_qemu_nbd_processes", "Running qemu-nbd exports.", [("", processes)])
+    gauge(
+        "sendense_hub_nbd_max_exports",
+        "Hub-wide cap on concurrent qemu-nbd exports.",
+        [("", max_exports)],
+    )
     gauge(
         "sendense_hub_backups",
         "Backup records by status.",

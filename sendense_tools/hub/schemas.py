@@ -88,18 +88,24 @@ class VerifyResult(BaseModel):
 
 
 class Allocation(BaseModel):
-    port: int
+    node: str
+    port: int = Field(description="the slot (unix layout: <socket_dir>/<node>/<port>.sock)")
     job_id: str
     disk_id: str
     pid: int | None
 
 
-class NbdMetrics(BaseModel):
+class PoolUsage(BaseModel):
     total: int
     allocated: int
     available: int
     utilization: float = Field(ge=0, le=1)
+
+
+class NbdMetrics(PoolUsage):
     qemu_nbd_processes: int
+    max_exports: int
+    nodes: dict[str, PoolUsage] = Field(description="each node's own slot pool")
 
 
 class Health(BaseModel):

@@ -13,11 +13,11 @@ from sendense_tools import systemd
 from sendense_tools.api.server import serve_app
 from sendense_tools.config import load_config, read_secret
 from sendense_tools.errors import ConfigError
-from sendense_tools.hub.allocator import PortAllocator
+from sendense_tools.hub.allocator import SlotAllocator
 from sendense_tools.hub.api import make_app
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.exports import ExportOptions, effective_options
 from sendense_tools.hub.jobs import JobManager
+from sendense_tools.hub.options import ExportOptions, effective_options
 from sendense_tools.hub.store import Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class Hub:
         options = await asyncio.to_thread(
             effective_options,
             ExportOptions(
-                bind=cfg.nbd.bind,
                 shared=cfg.nbd.shared,
                 cache=cfg.nbd.cache,
                 aio=cfg.nbd.aio,
@@ -69,9 +68,11 @@ class Hub:
             cfg.repository.path,
         )
         self._store = Store(cfg.state.db)
-        self.jobs = JobManager(
-            cfg, self._store, PortAllocator(cfg.nbd.port_range, cfg.nbd.bind), options, node_tokens
+        nbd = cfg.nbd
+        slots = SlotAllocator(
+            nbd.port_range, nbd.max_exports, tcp_bind=nbd.bind if nbd.listen == "tcp" else None
         )
+        self.jobs = JobManager(cfg, self._store, slots, options, node_tokens)
         failed = await self.jobs.reconcile()
         if failed:
             log.warning("marked %d unfinished backups failed: hub restarted", len(failed))
@@ -81,7 +82,11 @@ class Hub:
         except OSError as exc:
             self._store.close()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        log.info("hub API on %s (cache=%s aio=%s)", self.url, options.cache, options.aio)
+        where = nbd.socket_dir if nbd.listen == "unix" else f"TCP {nbd.bind}"
+        log.info(
+            "hub API on %s; exports on %s (cache=%s aio=%s tls_psk=%s)",
+            self.url, where, options.cache, options.aio, nbd.tls_psk,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -1,4 +1,4 @@
-"""Backup records, disk results and port allocations in SQLite.
+"""Backup records, disk results and slot allocations in SQLite.
 
 Calls are short and made from the event loop thread only, so one connection
 serializes them; each change is one transaction, so a crash leaves either the
@@ -44,11 +44,31 @@ CREATE TABLE IF NOT EXISTS disks (
     PRIMARY KEY (job_id, disk_id)
 );
 CREATE TABLE IF NOT EXISTS allocations (
-    port INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    port INTEGER NOT NULL,
     job_id TEXT NOT NULL,
     disk_id TEXT NOT NULL,
-    pid INTEGER
+    pid INTEGER,
+    PRIMARY KEY (node, port)
 );
+"""
+
+# Before per-node slots a port was unique hub-wide; the rows move over with their
+# job's node, so reconciliation still finds the qemu-nbd they name.
+MIGRATE_ALLOCATIONS = """
+ALTER TABLE allocations RENAME TO allocations_hubwide;
+CREATE TABLE allocations (
+    node TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    disk_id TEXT NOT NULL,
+    pid INTEGER,
+    PRIMARY KEY (node, port)
+);
+INSERT INTO allocations (node, port, job_id, disk_id, pid)
+    SELECT COALESCE(j.node, ''), a.port, a.job_id, a.disk_id, a.pid
+    FROM allocations_hubwide a LEFT JOIN jobs j ON j.id = a.job_id;
+DROP TABLE allocations_hubwide;
 """
 
 
@@ -65,6 +85,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = [r["name"] for r in self._db.execute("PRAGMA table_info(allocations)")]
+        if "node" not in columns:
+            self._db.executescript(f"BEGIN IMMEDIATE;{MIGRATE_ALLOCATIONS}COMMIT;")
 
     def close(self) -> None:
         self._db.close()
@@ -78,7 +101,7 @@ class Store:
     # -- writes ---------------------------------------------------------------
 
     def create_job(self, job: dict[str, Any], disks: list[dict[str, Any]]) -> None:
-        """The job, its disks and their port allocations, all in one transaction."""
+        """The job, its disks and their slot allocations, all in one transaction."""
         stmts: list[tuple[str, tuple]] = [
             (
                 "INSERT INTO jobs (id, vm, node, status, created_at, nbd_targets, tls_username,"
@@ -98,14 +121,16 @@ class Store:
             )  # fmt: skip
             stmts.append(
                 (
-                    "INSERT INTO allocations (port, job_id, disk_id) VALUES (?, ?, ?)",
-                    (d["nbd_port"], job["id"], d["disk_id"]),
+                    "INSERT INTO allocations (node, port, job_id, disk_id) VALUES (?, ?, ?, ?)",
+                    (job["node"], d["nbd_port"], job["id"], d["disk_id"]),
                 )
             )
         self._tx(stmts)
 
-    def set_pid(self, port: int, pid: int) -> None:
-        self._tx([("UPDATE allocations SET pid = ? WHERE port = ?", (pid, port))])
+    def set_pid(self, node: str, slot: int, pid: int) -> None:
+        self._tx(
+            [("UPDATE allocations SET pid = ? WHERE node = ? AND port = ?", (pid, node, slot))]
+        )
 
     def set_status(self, job_id: str, status: str, error: str | None = None) -> None:
         finished = None if status in ACTIVE else now()
@@ -148,13 +173,18 @@ class Store:
     def release_allocations(self, job_id: str) -> None:
         self._tx([("DELETE FROM allocations WHERE job_id = ?", (job_id,))])
 
-    def release_port(self, port: int) -> None:
-        self._tx([("DELETE FROM allocations WHERE port = ?", (port,))])
+    def release_slot(self, node: str, slot: int) -> None:
+        self._tx([("DELETE FROM allocations WHERE node = ? AND port = ?", (node, slot))])
 
     # -- reads ----------------------------------------------------------------
 
-    def allocations(self) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT port, job_id, disk_id, pid FROM allocations ORDER BY port")
+    def allocations(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Held slots (of one node, or all), by node then slot."""
+        sql = "SELECT node, port, job_id, disk_id, pid FROM allocations"
+        args: tuple = ()
+        if node is not None:
+            sql, args = sql + " WHERE node = ?", (node,)
+        rows = self._db.execute(sql + " ORDER BY node, port", args)
         return [dict(r) for r in rows]
 
     def active_jobs(self) -> list[str]:

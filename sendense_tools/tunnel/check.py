@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -63,18 +65,69 @@ def check_reachable(cfg: TunnelConfig) -> CheckResult:
     return CheckResult("reachable", True, f"hub {hub.host}:{hub.port} accepts TCP connections")
 
 
-async def _authenticate(cfg: TunnelConfig) -> CheckResult:
+async def _channel_refusal(opening: Awaitable[tuple[Any, Any]]) -> int | None:
+    """None when the hub opened the channel (closed again at once), else the refusal code."""
+    try:
+        chan, _ = await opening
+    except asyncssh.ChannelOpenError as exc:
+        return exc.code
+    chan.close()
+    return None
+
+
+async def _check_forwards(conn: asyncssh.SSHClientConnection, cfg: TunnelConfig) -> CheckResult:
+    """The hub API answers through the tunnel, and (old layout) sshd permits the slot ports.
+
+    A TCP port that PermitOpen does not list is refused "administratively
+    prohibited", one with nothing listening "connect failed". sshd refuses every
+    stream-local channel with "connect failed" whatever the cause, and a node's
+    sockets exist only while its backups run: the unix slots are named, not probed.
+    """
+    fw = cfg.forwards
+    slots = (fw.nbd_ports[0], fw.nbd_ports[1])
+    if fw.nbd_listen == "tcp":
+        for slot in slots:
+            refusal = await _channel_refusal(
+                conn.create_connection(asyncssh.SSHTCPSession, "127.0.0.1", slot)
+            )
+            if refusal == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                return CheckResult(
+                    "forwards",
+                    False,
+                    f"the hub's sshd refuses 127.0.0.1:{slot} to {cfg.hub.user} (PermitOpen)",
+                )
+    refusal = await _channel_refusal(
+        conn.create_connection(asyncssh.SSHTCPSession, "127.0.0.1", fw.api_port)
+    )
+    if refusal is not None:
+        why = (
+            "refused by its sshd"
+            if refusal == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+            else ("not answering")
+        )
+        return CheckResult("forwards", False, f"hub API 127.0.0.1:{fw.api_port} {why}")
+    first, last = (cfg.slot_target(s) for s in slots)
+    return CheckResult(
+        "forwards", True, f"NBD slots lead to {first} .. {last}; API 127.0.0.1:{fw.api_port}"
+    )
+
+
+async def _authenticate(cfg: TunnelConfig) -> list[CheckResult]:
     try:
         conn, _ = await connect(cfg)
     except HostKeyMismatch as exc:
-        return CheckResult("auth", False, str(exc))
+        return [CheckResult("auth", False, str(exc))]
     except (OSError, asyncssh.Error, TimeoutError, ValueError) as exc:
-        return CheckResult(
-            "auth", False, f"SSH login as {cfg.hub.user} failed: {describe_error(exc)}"
-        )
-    conn.close()
-    await conn.wait_closed()
-    return CheckResult("auth", True, f"logged in as {cfg.hub.user}; hub host key matches the pin")
+        return [
+            CheckResult("auth", False, f"SSH login as {cfg.hub.user} failed: {describe_error(exc)}")
+        ]
+    try:
+        forwards = await _check_forwards(conn, cfg)
+    finally:
+        conn.close()
+        await conn.wait_closed()
+    auth = CheckResult("auth", True, f"logged in as {cfg.hub.user}; hub host key matches the pin")
+    return [auth, forwards]
 
 
 def run_checks(cfg: TunnelConfig) -> list[CheckResult]:
@@ -82,5 +135,5 @@ def run_checks(cfg: TunnelConfig) -> list[CheckResult]:
         check_key(cfg),
         check_known_hosts(cfg),
         check_reachable(cfg),
-        asyncio.run(_authenticate(cfg)),
+        *asyncio.run(_authenticate(cfg)),
     ]

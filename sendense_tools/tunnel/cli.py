@@ -43,7 +43,7 @@ def run(config_path: str) -> None:
 @tunnel.command()
 @config_option
 def check(config_path: str) -> None:
-    """Pre-flight checks: key file, pinned host key, hub reachable, login works."""
+    """Pre-flight checks: key file, pinned host key, hub reachable, login and forwards work."""
     from sendense_tools.tunnel.check import run_checks
 
     results = run_checks(load_config(config_path, TunnelConfig))
@@ -86,6 +86,7 @@ def _print_status(data: dict) -> None:
     table.add_row("since", str(data.get("since") or "-"))
     table.add_row("connections", f"{data.get('connections_up')}/{data.get('connections')}")
     table.add_row("forwards up", f"{data.get('forwards_up')}/{data.get('forwards_total')}")
+    table.add_row("nbd forwards", f"{data.get('nbd_listen')}: {data.get('nbd_targets') or '-'}")
     table.add_row("reverse forward", "up" if data.get("reverse_up") else "down")
     table.add_row("reconnects", str(data.get("reconnects")))
     if data.get("backoff_seconds") is not None:

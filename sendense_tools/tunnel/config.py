@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
+
+# The hub's `[nbd] socket_dir` default, and how a node's tunnel user is named.
+DEFAULT_SOCKET_DIR = "/run/sendense/nbd"
+TUNNEL_USER_PREFIX = "sdt-"
 
 
 class HubSection(Strict):
@@ -21,6 +26,12 @@ class HubSection(Strict):
 
 class ForwardsSection(Strict):
     nbd_ports: PortRange = (10100, 10200)
+    # "unix": local 127.0.0.1:<slot> -> <nbd_socket_dir>/<slot>.sock on the hub (this
+    # node's own sockets); "tcp": the old layout, -> the hub's 127.0.0.1:<slot>.
+    nbd_listen: Literal["unix", "tcp"] = "unix"
+    # The hub-side directory of this node's sockets; "" = /run/sendense/nbd/<id>,
+    # <id> being [hub] user without its "sdt-" prefix.
+    nbd_socket_dir: str = ""
     api_port: int = Field(default=8082, ge=1, le=65535)
     reverse_port: int = Field(default=9081, ge=1, le=65535)
     reverse_target: HostPort = ("127.0.0.1", 8081)
@@ -39,6 +50,13 @@ class ForwardsSection(Strict):
         except ValueError:
             pass
         raise ValueError(f"bind {value!r} is not a loopback address")
+
+    @field_validator("nbd_socket_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"nbd_socket_dir {value!r} is not an absolute path")
+        return value.rstrip("/") if value != "/" else value
 
 
 class BackoffSection(Strict):
@@ -73,3 +91,16 @@ class TunnelConfig(Strict):
     keepalive: KeepaliveSection = KeepaliveSection()
     tuning: TuningSection = TuningSection()
     status: StatusSection = StatusSection()
+
+    @property
+    def node_socket_dir(self) -> str:
+        """Where this node's slot sockets are on the hub (unix layout)."""
+        if self.forwards.nbd_socket_dir:
+            return self.forwards.nbd_socket_dir
+        return f"{DEFAULT_SOCKET_DIR}/{self.hub.user.removeprefix(TUNNEL_USER_PREFIX)}"
+
+    def slot_target(self, slot: int) -> str:
+        """What the local forward of `slot` leads to on the hub: a socket path or host:port."""
+        if self.forwards.nbd_listen == "unix":
+            return f"{self.node_socket_dir}/{slot}.sock"
+        return f"127.0.0.1:{slot}"

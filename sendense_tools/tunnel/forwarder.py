@@ -1,4 +1,9 @@
-"""Local listeners that the supervisor owns, bridged to SSH direct-tcpip channels.
+"""Local listeners that the supervisor owns, bridged to SSH channels.
+
+A port leads either to a TCP port on the hub (direct-tcpip: the API port, and
+the NBD slots in the old layout) or to a unix socket path on the hub
+(direct-streamlocal@openssh.com, the channel asyncssh's
+forward_local_port_to_path opens: this node's NBD slot sockets).
 
 The listening sockets live as long as the process, not as long as one SSH
 connection: a reconnect never unbinds a port that the copy engine or the API
@@ -12,6 +17,7 @@ import asyncio
 import errno
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncssh
 
@@ -24,9 +30,22 @@ LOCAL_WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 # Returns a live connection, or None when none came up within the outage wait.
 Acquire = Callable[[], Awaitable[asyncssh.SSHClientConnection | None]]
+Channel = asyncssh.SSHTCPChannel[bytes] | asyncssh.SSHUNIXChannel[bytes]
 
 
-class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
+@dataclass(frozen=True)
+class Target:
+    """The hub end of one local port: a unix socket `path`, else TCP `host`:`port`."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+
+class _ChannelSide(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[bytes]):
     def __init__(self, client: _ClientSide) -> None:
         self._client = client
 
@@ -52,8 +71,9 @@ class _ClientSide(asyncio.Protocol):
     def __init__(self, forwards: LocalForwards, port: int) -> None:
         self._forwards = forwards
         self._port = port
+        self._target = forwards.targets[port]
         self._transport: asyncio.Transport | None = None
-        self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self._chan: Channel | None = None
         # What the client sent before the channel was open.
         self._early: list[bytes] = []
         self._early_eof = False
@@ -80,24 +100,21 @@ class _ClientSide(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        target = self._target
         if conn is None:
-            log_event("forward_refused", "warning", port=self._port, reason="hub unreachable")
+            log_event(
+                "forward_refused", "warning", port=self._port, target=str(target),
+                reason="hub unreachable",
+            )  # fmt: skip
             transport.close()
             return
-        peer = transport.get_extra_info("peername") or ("", 0)
         try:
-            chan, _ = await conn.create_connection(
-                lambda: _ChannelSide(self),
-                self._forwards.remote_host,
-                self._port,
-                peer[0],
-                peer[1],
-                window=self._forwards.window,
-                max_pktsize=self._forwards.max_pktsize,
-            )
+            chan = await self._open(conn, transport)
         except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            log_event("forward_refused", "warning", port=self._port, reason=reason)
+            log_event(
+                "forward_refused", "warning", port=self._port, target=str(target), reason=reason
+            )
             transport.abort()
             return
         if transport.is_closing():
@@ -112,6 +129,28 @@ class _ClientSide(asyncio.Protocol):
             chan.write_eof()
         else:
             transport.resume_reading()
+
+    async def _open(self, conn: asyncssh.SSHClientConnection, transport: asyncio.Transport):
+        fw, target = self._forwards, self._target
+        if target.path is not None:
+            chan, _ = await conn.create_unix_connection(
+                lambda: _ChannelSide(self),
+                target.path,
+                window=fw.window,
+                max_pktsize=fw.max_pktsize,
+            )
+            return chan
+        peer = transport.get_extra_info("peername") or ("", 0)
+        chan, _ = await conn.create_connection(
+            lambda: _ChannelSide(self),
+            target.host,
+            target.port,
+            peer[0],
+            peer[1],
+            window=fw.window,
+            max_pktsize=fw.max_pktsize,
+        )
+        return chan
 
     def send_local(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -179,17 +218,16 @@ class LocalForwards:
     def __init__(
         self,
         bind: str,
-        ports: list[int],
+        targets: dict[int, Target],
         acquire: Acquire,
         *,
-        remote_host: str = "127.0.0.1",
         window: int,
         max_pktsize: int,
     ) -> None:
         self.bind = bind
-        self.ports = ports
+        self.targets = targets
+        self.ports = list(targets)
         self.acquire = acquire
-        self.remote_host = remote_host
         self.window = window
         self.max_pktsize = max_pktsize
         self.active: set[_ClientSide] = set()

@@ -28,6 +28,10 @@ class TunnelStatus:
     forwards_up: int = 0
     forwards_total: int = 0
     reverse_up: bool = False
+    # "unix" (this node's hub sockets) or "tcp" (the old layout's hub ports), and
+    # what the first and last NBD forward lead to.
+    nbd_listen: str = "unix"
+    nbd_targets: str = ""
     updated_at: str | None = None
 
 

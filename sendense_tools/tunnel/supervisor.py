@@ -24,7 +24,7 @@ from sendense_tools.config import port_list
 from sendense_tools.tunnel.backoff import Backoff
 from sendense_tools.tunnel.config import TunnelConfig
 from sendense_tools.tunnel.events import log_event
-from sendense_tools.tunnel.forwarder import LocalForwards
+from sendense_tools.tunnel.forwarder import LocalForwards, Target
 from sendense_tools.tunnel.ssh import HostKeyMismatch, connect, describe_error
 from sendense_tools.tunnel.status import TunnelStatus, write_status
 
@@ -47,11 +47,12 @@ class Supervisor:
     def __init__(self, cfg: TunnelConfig) -> None:
         self.cfg = cfg
         fw = cfg.forwards
-        self.ports = [*port_list(fw.nbd_ports), fw.api_port]
+        self.targets = forward_targets(cfg)
+        self.ports = list(self.targets)
         self.slots = [_Slot(i) for i in range(cfg.tuning.connections)]
         self.forwards = LocalForwards(
             fw.bind,
-            self.ports,
+            self.targets,
             self.acquire,
             window=cfg.tuning.window,
             max_pktsize=cfg.tuning.max_pktsize,
@@ -61,6 +62,8 @@ class Supervisor:
             pid=os.getpid(),
             connections=len(self.slots),
             forwards_total=len(self.ports) + 1,
+            nbd_listen=fw.nbd_listen,
+            nbd_targets=f"{cfg.slot_target(fw.nbd_ports[0])} .. {cfg.slot_target(fw.nbd_ports[1])}",
         )
         self._any_up = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -101,6 +104,7 @@ class Supervisor:
             "listening",
             bind=fw.bind,
             nbd_ports=f"{fw.nbd_ports[0]}-{fw.nbd_ports[1]}",
+            nbd_targets=self.status.nbd_targets,
             api_port=fw.api_port,
             forwards=self.forwards.bound,
         )
@@ -258,6 +262,19 @@ class Supervisor:
         write_status(self.cfg.status.file, st)
         state = "connected" if st.connected else f"disconnected ({st.last_error})"
         systemd.notify(f"STATUS={state}; {st.forwards_up}/{st.forwards_total} forwards up")
+
+
+def forward_targets(cfg: TunnelConfig) -> dict[int, Target]:
+    """Every local port and its hub end: the NBD slots (this node's sockets, or the
+    hub's ports in the old layout), then the API port."""
+    fw = cfg.forwards
+    unix = fw.nbd_listen == "unix"
+    targets = {
+        slot: Target(path=cfg.slot_target(slot)) if unix else Target(port=slot)
+        for slot in port_list(fw.nbd_ports)
+    }
+    targets[fw.api_port] = Target(port=fw.api_port)
+    return targets
 
 
 def run_tunnel(cfg: TunnelConfig) -> None:

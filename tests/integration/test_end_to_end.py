@@ -13,6 +13,7 @@ from sendense_tools.lab.seed import seed_vm
 from sendense_tools.nbd.digest import sha256_of_image
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from tests.fixtures.ports import port_is_listening
+from tests.fixtures.sshd import TEST_NODE
 from tests.fixtures.stack import Stack, running_stack, wait_until
 from tests.fixtures.vcsim import SnapshotWatch, VcsimLab, remaining_snapshots
 
@@ -33,8 +34,9 @@ def assert_nothing_left(stack: Stack) -> None:
     m = stack.metrics()
     assert m["allocated"] == 0, m
     assert m["qemu_nbd_processes"] == 0, m
-    for port in range(stack.sshd.nbd_ports[0], stack.sshd.nbd_ports[1] + 1):
+    for port in stack.sshd.slots:
         assert not port_is_listening(port), f"hub port {port} still served"
+    assert list((stack.sshd.socket_dir / TEST_NODE).iterdir()) == []
 
 
 def test_three_disk_vm_through_hub_and_tunnel(vcsim: VcsimLab, tmp_path: Path) -> None:
@@ -45,7 +47,7 @@ def test_three_disk_vm_through_hub_and_tunnel(vcsim: VcsimLab, tmp_path: Path) -
         )  # fmt: skip
         assert r.returncode == 0, (r.stderr, stack.logs())
         record = json.loads(r.stdout)
-        assert record["node"] == "test"
+        assert record["node"] == TEST_NODE
         assert_backup_matches(stack, record, vcsim.sha256s)
         assert len(watch.seen) == 1, watch.seen
         assert record["snapshot"] in watch.seen

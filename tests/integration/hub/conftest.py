@@ -2,7 +2,8 @@
 
 The stand-in answers the node endpoints the hub calls and then plays the
 node's data path for real: it writes into the hub's qemu-nbd exports with
-libnbd (TLS-PSK) and PUTs the final report with SHA-256 per disk.
+libnbd (through the node's unix sockets, or TCP with TLS-PSK in the old layout)
+and PUTs the final report with SHA-256 per disk.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class NodeServer:
     """Answers GET /api/v1/vms/{vm}, POST /api/v1/backup/start and .../cancel."""
 
     token: str
+    # Tokens of further nodes this stand-in also plays (a hub with two live nodes).
+    other_tokens: list[str] = field(default_factory=list)
     vms: dict[str, list[int]] = field(default_factory=dict)
     starts: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
@@ -52,7 +55,8 @@ class NodeServer:
     _runner: web.AppRunner | None = None
 
     def _check(self, request: web.Request) -> None:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        given = request.headers.get("Authorization")
+        if given not in [f"Bearer {t}" for t in (self.token, *self.other_tokens)]:
             raise web.HTTPUnauthorized()
 
     async def vm(self, request: web.Request) -> web.Response:
@@ -109,6 +113,18 @@ def targets(nbd_targets: str) -> dict[str, str]:
     return dict(item.split(":", 1) for item in nbd_targets.split(","))
 
 
+def slot_of(uri: str) -> tuple[int, str]:
+    """(slot, export) of a target `nbd://127.0.0.1:<slot>/<export>`."""
+    hostport, export = uri.removeprefix("nbd://").split("/", 1)
+    return int(hostport.rsplit(":", 1)[1]), export
+
+
+def socket_uri(socket_dir: str | Path, node: str, uri: str) -> str:
+    """What the node's forward of a target leads to on the hub: that node's slot socket."""
+    slot, export = slot_of(uri)
+    return f"nbd+unix:///{export}?socket={Path(socket_dir) / node / f'{slot}.sock'}"
+
+
 def open_export(uri: str, tls: dict | None) -> nbd.NBD:
     """A libnbd handle on a hub export, with the job's PSK when given."""
     handle = nbd.NBD()
@@ -159,6 +175,11 @@ class HubHarness:
     def url(self) -> str:
         return self.hub.url
 
+    def hub_side(self, uri: str, node: str = "node1") -> str:
+        """A target as the tunnel delivers it: the slot's socket (unix) or the port (tcp)."""
+        nbd = self.hub.config.nbd
+        return socket_uri(nbd.socket_dir, node, uri) if nbd.listen == "unix" else uri
+
     async def call(
         self, method: str, path: str, body: Any = None, token: str | None = None
     ) -> tuple[int, Any]:
@@ -183,13 +204,18 @@ class HubHarness:
                 await asyncio.sleep(0.05)
 
     async def finish(
-        self, backup_id: str, corrupt: str | None = None, status: str = "completed"
+        self,
+        backup_id: str,
+        corrupt: str | None = None,
+        status: str = "completed",
+        node: str = "node1",
     ) -> None:
         """Play the node: write every disk, then PUT the final report."""
         start = self.node.start_for(backup_id)
         disks = []
         for i, (disk_id, uri) in enumerate(targets(start["nbd_targets"]).items()):
-            sha = await asyncio.to_thread(write_disk, uri, start["nbd_tls"], i)
+            where = self.hub_side(uri, node)
+            sha = await asyncio.to_thread(write_disk, where, start["nbd_tls"], i)
             if disk_id == corrupt:
                 sha = hashlib.sha256(b"not this disk").hexdigest()
             disks.append({"disk_id": disk_id, "bytes_copied": 3 * MiB, "bytes_total": 3 * MiB,
@@ -198,7 +224,7 @@ class HubHarness:
         if status == "failed":
             report["error"] = "source read failed"
         code, body = await self.call(
-            "PUT", f"/api/v1/backups/{backup_id}/progress", report, token=self.node.token
+            "PUT", f"/api/v1/backups/{backup_id}/progress", report, token=self.tokens[node]
         )
         assert code == 202, body
 
@@ -213,7 +239,11 @@ def hub_config(
     other_token = write_secret(tmp_path / "node2-token", tokens["node2"])
     return {
         "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": admin},
-        "nbd": {"port_range": f"{port_range[0]}-{port_range[1]}", **nbd},
+        "nbd": {
+            "port_range": f"{port_range[0]}-{port_range[1]}",
+            "socket_dir": str(tmp_path / "nbd"),
+            **nbd,
+        },
         "repository": {"path": str(tmp_path / "repository")},
         "state": {"db": str(tmp_path / "state" / "hub.db")},
         "nodes": {
@@ -235,6 +265,7 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         ports: int = 8,
         repository: Path | None = None,
         state: Path | None = None,
+        node2_live: bool = False,
         **nbd_keys: Any,
     ) -> HubHarness:
         rng = free_port_range(ports)
@@ -247,6 +278,9 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         if state is not None:
             raw["state"]["db"] = str(state)
         node.token = tokens["node1"]
+        if node2_live:
+            raw["nodes"]["node2"]["api_url"] = node.url
+            node.other_tokens.append(tokens["node2"])
         hub = Hub(parse_config(raw, HubConfig))
         await hub.start()
         stack.append(hub)

@@ -64,7 +64,7 @@ async def test_three_disk_backup_exports_answer_with_multi_conn_and_completes(ma
     assert start["nbd_targets"] == record["nbd_targets_string"]
 
     def probe(uri: str) -> tuple[int, bool]:
-        handle = open_export(uri, start["nbd_tls"])
+        handle = open_export(h.hub_side(uri), start["nbd_tls"])
         result = handle.get_size(), handle.can_multi_conn()
         handle.shutdown()
         return result
@@ -143,14 +143,17 @@ async def test_cancel_frees_everything_and_tells_the_node(make_hub):
     assert code == 201, again
 
 
-async def test_export_refuses_readers_without_the_jobs_psk(make_hub):
-    h = await make_hub(ports=4)
+@pytest.mark.parametrize("listen", ["unix", "tcp"])
+async def test_export_refuses_readers_without_the_jobs_psk(make_hub, listen):
+    # TLS-PSK is off by default (the tunnel encrypts); turned on, it still guards
+    # the exports in either layout.
+    h = await make_hub(ports=4, tls_psk=True, listen=listen)
     h.node.vms["a"] = [16 * MiB]
     h.node.vms["b"] = [16 * MiB]
     _, rec_a = await h.call("POST", "/api/v1/backups", {"vm": "a", "node": "node1"})
     _, rec_b = await h.call("POST", "/api/v1/backups", {"vm": "b", "node": "node1"})
     start_a, start_b = h.node.start_for(rec_a["id"]), h.node.start_for(rec_b["id"])
-    uri_a = targets(start_a["nbd_targets"])["disk0"]
+    uri_a = h.hub_side(targets(start_a["nbd_targets"])["disk0"])
     assert start_a["nbd_tls"]["psk"] != start_b["nbd_tls"]["psk"]
 
     def attempt(tls: dict | None) -> str:

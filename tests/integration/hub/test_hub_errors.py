@@ -131,14 +131,19 @@ async def test_health_and_prometheus_metrics(make_hub):
     samples = dict(
         line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
-    assert samples["sendense_hub_nbd_ports_total"] == "3"
+    # Two nodes of 3 slots each; node1 holds one.
+    assert samples["sendense_hub_nbd_ports_total"] == "6"
+    assert samples['sendense_hub_nbd_ports_total{node="node2"}'] == "3"
     assert samples["sendense_hub_nbd_ports_allocated"] == "1"
+    assert samples['sendense_hub_nbd_ports_allocated{node="node1"}'] == "1"
+    assert samples['sendense_hub_nbd_ports_allocated{node="node2"}'] == "0"
     assert samples["sendense_hub_qemu_nbd_processes"] == "1"
     assert samples['sendense_hub_backups{status="running"}'] == "1"
 
 
 async def test_a_port_taken_by_someone_else_is_never_handed_out(make_hub):
-    h = await make_hub(ports=2)
+    # The old layout only: a node's socket paths are the hub's alone.
+    h = await make_hub(ports=2, listen="tcp")
     lo, _ = h.port_range
     h.node.vms["web01"] = [16 * MiB]
     h.node.vms["web02"] = [16 * MiB]

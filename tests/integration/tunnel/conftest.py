@@ -31,11 +31,23 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
+async def unix_echo(path: Path) -> asyncio.Server:
+    """An echo server on a hub socket, connectable by the directory's group like an export."""
+    server = await asyncio.start_unix_server(_echo, str(path))
+    os.chmod(path, 0o770)
+    return server
+
+
 @pytest.fixture
 async def hub_echo(sshd: Sshd) -> AsyncIterator[list[int]]:
-    """An echo server on the hub side of every forwarded port (NBD ports and API port)."""
-    ports = [*range(sshd.nbd_ports[0], sshd.nbd_ports[1] + 1), sshd.api_port]
-    servers = [await asyncio.start_server(_echo, "127.0.0.1", p) for p in ports]
+    """An echo server on the hub side of every forwarded port: node a's slot sockets (or
+    the slot ports in the old layout) and the API port. Yields the local port numbers."""
+    ports = [*sshd.slots, sshd.api_port]
+    if sshd.listen == "unix":
+        servers = [await unix_echo(sshd.slot_socket(p)) for p in sshd.slots]
+        servers.append(await asyncio.start_server(_echo, "127.0.0.1", sshd.api_port))
+    else:
+        servers = [await asyncio.start_server(_echo, "127.0.0.1", p) for p in ports]
     yield ports
     for server in servers:
         server.close()

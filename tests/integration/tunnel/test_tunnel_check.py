@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 from tests.fixtures.ports import free_port
@@ -21,8 +22,8 @@ def _check(sshd, **sections) -> subprocess.CompletedProcess:
     )
 
 
-def test_all_checks_pass_against_a_good_hub(sshd):
-    r = _check(sshd)
+async def test_all_checks_pass_against_a_good_hub(sshd, hub_echo):
+    r = await asyncio.to_thread(_check, sshd)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
@@ -30,7 +31,23 @@ def test_all_checks_pass_against_a_good_hub(sshd):
         ["PASS", "known_hosts"],
         ["PASS", "reachable"],
         ["PASS", "auth"],
+        ["PASS", "forwards"],
     ]
+    # The report names where this node's slots lead: its own sockets on the hub.
+    assert f"{sshd.slot_socket(sshd.slots[0])} .. {sshd.slot_socket(sshd.slots[-1])}" in lines[-1]
+
+
+def test_a_hub_api_that_does_not_answer_fails_the_forwards_line(sshd):
+    r = _check(sshd)
+    assert r.returncode == 1
+    assert f"FAIL  forwards     hub API 127.0.0.1:{sshd.api_port} not answering" in r.stdout
+
+
+async def test_old_layout_forwards_refused_by_the_hub_fail(sshd, hub_echo):
+    # A node configured for the old TCP layout against a hub whose sshd lists sockets.
+    r = await asyncio.to_thread(_check, sshd, forwards={"nbd_listen": "tcp"})
+    assert r.returncode == 1
+    assert f"refuses 127.0.0.1:{sshd.slots[0]} to sdt-a (PermitOpen)" in r.stdout
 
 
 def test_each_broken_precondition_fails_its_line(sshd):

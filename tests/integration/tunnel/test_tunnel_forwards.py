@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 import nbd
 
@@ -36,17 +38,23 @@ async def test_listeners_are_bound_on_the_configured_loopback_address_only(sshd,
     assert not port_is_listening(port, "127.0.0.3")
 
 
-def _nbdkit_memory(port: int) -> subprocess.Popen:
+def _nbdkit_memory(socket: Path) -> subprocess.Popen:
+    """An NBD server on node a's slot socket (group-connectable, like the hub's exports)."""
     proc = subprocess.Popen(
-        ["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(port), "memory", "64M"],
-        stdin=subprocess.DEVNULL,
+        ["nbdkit", "-f", "-U", str(socket), "memory", "64M"], stdin=subprocess.DEVNULL
     )
+    for _ in range(200):
+        if socket.exists():
+            break
+        time.sleep(0.05)
+    # nbdkit makes its socket 0755 whatever the umask (qemu-nbd follows the umask).
+    socket.chmod(0o770)
     return proc
 
 
-async def test_nbd_reads_and_writes_through_a_forward(sshd, start_tunnel):
+async def test_nbd_reads_and_writes_through_a_forward_to_the_slot_socket(sshd, start_tunnel):
     port = sshd.nbd_ports[1]
-    server = _nbdkit_memory(port)
+    server = _nbdkit_memory(sshd.slot_socket(port))
     try:
         tunnel = await start_tunnel()
         await tunnel.wait_up()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.hub.allocator import PoolExhausted
+from sendense_tools.hub.allocator import ExportCapReached, PoolExhausted
 from sendense_tools.hub.api import hub_errors
-from sendense_tools.hub.exports import StorageError
+from sendense_tools.hub.images import StorageError
 
 IMAGE = Path("/repo/vm/1/disk0.qcow2")
 
@@ -34,9 +34,17 @@ def test_storage_errors_name_their_cause(code, status, name):
 
 
 def test_an_exhausted_pool_is_503_with_the_numbers():
-    mapped = hub_errors(PoolExhausted(3, 2))
+    mapped = hub_errors(PoolExhausted("a", 3, 2))
     assert mapped is not None and (mapped.status, mapped.code) == (503, "pool_exhausted")
     assert mapped.extra == {"needed": 3, "free": 2}
+    assert "node a's pool" in mapped.message
+
+
+def test_the_export_cap_is_503_naming_how_many_run():
+    mapped = hub_errors(ExportCapReached(2, 403, 404))
+    assert mapped is not None and (mapped.status, mapped.code) == (503, "too_many_exports")
+    assert mapped.extra == {"needed": 2, "running": 403, "max_exports": 404}
+    assert "403 of at most 404 already run" in mapped.message
 
 
 def sqlite_error(*statements: str) -> sqlite3.Error:

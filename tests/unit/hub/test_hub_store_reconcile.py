@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import time
 
 import pytest
 
 from sendense_tools.config import parse_config
-from sendense_tools.hub.allocator import PortAllocator
+from sendense_tools.hub.allocator import SlotAllocator
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.exports import ExportOptions
 from sendense_tools.hub.jobs import JobManager, safe_name
+from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.store import Store
 from tests.fixtures.ports import free_port_range, port_is_listening
 
@@ -37,7 +38,9 @@ def test_record_shape_and_progress(tmp_path):
     assert record["nbd_targets_string"] == "disk0:nbd://x"
     assert record["disk_results"][0]["bytes_copied"] == 5
     assert record["disk_results"][0]["sha256"] == "ab" * 32
-    assert store.allocations() == [{"port": 20001, "job_id": "j1", "disk_id": "disk0", "pid": None}]
+    assert store.allocations() == [
+        {"node": "n1", "port": 20001, "job_id": "j1", "disk_id": "disk0", "pid": None}
+    ]
     assert store.record("nope") is None
     store.close()
 
@@ -60,12 +63,12 @@ def test_reconcile_stops_leftover_qemu_nbd_frees_ports_and_fails_jobs(tmp_path):
         store = Store(tmp_path / "hub.db")
         store.create_job({"id": "j1", "vm": "web", "node": "n1", "nbd_targets": ""},
                          [disk(0, lo, str(image)), disk(1, lo + 1, str(image))])  # fmt: skip
-        store.set_pid(lo, leftover.pid)
-        store.set_pid(lo + 1, bystander.pid)
+        store.set_pid("n1", lo, leftover.pid)
+        store.set_pid("n1", lo + 1, bystander.pid)
         store.set_status("j1", "running")
         config = parse_config({"state": {"db": str(tmp_path / "hub.db")},
                                "repository": {"path": str(tmp_path)}}, HubConfig)  # fmt: skip
-        jobs = JobManager(config, store, PortAllocator((lo, lo + 1)), ExportOptions(), {})
+        jobs = JobManager(config, store, SlotAllocator((lo, lo + 1), 10), ExportOptions(), {})
         (tmp_path / "nbd-keys" / "j1").mkdir(parents=True)
         assert asyncio.run(jobs.reconcile()) == ["j1"]
         assert leftover.wait(10) is not None
@@ -79,6 +82,79 @@ def test_reconcile_stops_leftover_qemu_nbd_frees_ports_and_fails_jobs(tmp_path):
         for proc in (leftover, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_two_nodes_hold_the_same_slot_and_release_their_own(tmp_path):
+    store = Store(tmp_path / "hub.db")
+    for node in ("a", "b"):
+        store.create_job({"id": f"j-{node}", "vm": "web", "node": node, "nbd_targets": ""},
+                         [disk(0, 10100, "/r/d0.qcow2")])  # fmt: skip
+    store.set_pid("b", 10100, 42)
+    assert [(r["node"], r["port"], r["pid"]) for r in store.allocations()] == [
+        ("a", 10100, None),
+        ("b", 10100, 42),
+    ]
+    assert [r["job_id"] for r in store.allocations(node="b")] == ["j-b"]
+    store.release_slot("a", 10100)
+    assert [r["node"] for r in store.allocations()] == ["b"]
+    store.close()
+
+
+def test_a_database_from_before_per_node_slots_keeps_its_allocations(tmp_path):
+    db = tmp_path / "hub.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, vm TEXT NOT NULL, node TEXT NOT NULL,"
+        " status TEXT NOT NULL, created_at TEXT NOT NULL, finished_at TEXT, error TEXT,"
+        " snapshot TEXT, nbd_targets TEXT NOT NULL DEFAULT '', tls_username TEXT, key_dir TEXT);"
+        "CREATE TABLE allocations (port INTEGER PRIMARY KEY, job_id TEXT NOT NULL,"
+        " disk_id TEXT NOT NULL, pid INTEGER);"
+        "INSERT INTO jobs (id, vm, node, status, created_at) VALUES ('j1', 'web', 'n1',"
+        " 'running', '2026-01-01T00:00:00+00:00');"
+        "INSERT INTO allocations VALUES (10100, 'j1', 'disk0', 4242);"
+    )
+    old.commit()
+    old.close()
+    store = Store(db)
+    assert store.allocations() == [
+        {"node": "n1", "port": 10100, "job_id": "j1", "disk_id": "disk0", "pid": 4242}
+    ]
+    store.close()
+
+
+def test_reconcile_finds_a_leftover_export_on_a_node_socket(tmp_path):
+    socket_dir = tmp_path / "nbd"
+    (socket_dir / "n1").mkdir(parents=True)
+    sock = socket_dir / "n1" / "10100.sock"
+    stale = socket_dir / "n1" / "10101.sock"
+    stale.touch()  # what a SIGKILLed qemu-nbd leaves
+    image = tmp_path / "d0.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    leftover = subprocess.Popen(
+        ["qemu-nbd", "--persistent", "-k", str(sock), "-x", "e0", "-f", "qcow2", str(image)]
+    )
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        store = Store(tmp_path / "hub.db")
+        store.create_job({"id": "j1", "vm": "web", "node": "n1", "nbd_targets": ""},
+                         [disk(0, 10100, str(image))])  # fmt: skip
+        store.set_pid("n1", 10100, leftover.pid)
+        store.set_status("j1", "running")
+        config = parse_config({"state": {"db": str(tmp_path / "hub.db")},
+                               "repository": {"path": str(tmp_path)},
+                               "nbd": {"socket_dir": str(socket_dir)}}, HubConfig)  # fmt: skip
+        jobs = JobManager(config, store, SlotAllocator((10100, 10200), 10), ExportOptions(), {})
+        assert asyncio.run(jobs.reconcile()) == ["j1"]
+        assert leftover.wait(10) is not None
+        assert store.allocations() == []
+        assert list((socket_dir / "n1").iterdir()) == []
+        store.close()
+    finally:
+        leftover.kill()
+        leftover.wait()
 
 
 @pytest.mark.parametrize(

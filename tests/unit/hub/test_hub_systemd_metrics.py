@@ -34,13 +34,22 @@ def test_watchdog_interval_is_half_the_timeout_for_this_process_only(monkeypatch
     assert systemd.watchdog_interval() is None
 
 
-def test_pool_metrics_and_prometheus_text():
-    pool = PoolMetrics(total=101, allocated=3, available=98)
-    assert nbd_metrics(pool, 3) == {"total": 101, "allocated": 3, "available": 98,
-                                    "utilization": 0.0297, "qemu_nbd_processes": 3}  # fmt: skip
-    text = prometheus(pool, 3, {"completed": 2})
+def test_pool_metrics_and_prometheus_text_per_node():
+    a = PoolMetrics(total=101, allocated=3, available=98)
+    b = PoolMetrics(total=101, allocated=0, available=101)
+    hub = PoolMetrics(total=202, allocated=3, available=199)
+    assert nbd_metrics(hub, {"b": b, "a": a}, 3, 404) == {
+        "total": 202, "allocated": 3, "available": 199, "utilization": 0.0149,
+        "qemu_nbd_processes": 3, "max_exports": 404,
+        "nodes": {"a": {"total": 101, "allocated": 3, "available": 98, "utilization": 0.0297},
+                  "b": {"total": 101, "allocated": 0, "available": 101, "utilization": 0.0}},
+    }  # fmt: skip
+    text = prometheus(hub, {"a": a, "b": b}, 3, 404, {"completed": 2})
     samples = dict(l.rsplit(" ", 1) for l in text.splitlines() if not l.startswith("#"))  # noqa: E741
-    assert samples["sendense_hub_nbd_ports_available"] == "98"
+    assert samples["sendense_hub_nbd_ports_available"] == "199"
+    assert samples['sendense_hub_nbd_ports_available{node="a"}'] == "98"
+    assert samples['sendense_hub_nbd_ports_allocated{node="b"}'] == "0"
+    assert samples["sendense_hub_nbd_max_exports"] == "404"
     assert samples['sendense_hub_backups{status="completed"}'] == "2"
     assert samples['sendense_hub_backups{status="failed"}'] == "0"
     assert "# TYPE sendense_hub_qemu_nbd_processes gauge" in text

@@ -1,0 +1,57 @@
+"""New qcow2 images in the repository, and why the repository refused one."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+
+class ImageError(Exception):
+    """qemu-img failed for a reason that is not the repository's (one line for a person)."""
+
+
+class StorageError(Exception):
+    """The repository refused a new image; `errno` says why (ENOSPC, EACCES, EROFS...)."""
+
+    def __init__(self, path: Path, code: int, reason: str) -> None:
+        super().__init__(f"cannot create {path}: {reason}")
+        self.errno = code
+
+
+# Causes worth telling apart when qemu-img names them (it prints strerror's text).
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+
+
+async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip().splitlines()
+        raise ImageError(f"{argv[0]} failed: {message[-1] if message else proc.returncode}")
+
+
+async def create_image(path: Path, capacity: int) -> None:
+    """A new qcow2; StorageError when the repository refuses it (full, read-only, denied)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(path.parent, exc.errno or 0, exc.strerror or str(exc)) from None
+    try:
+        # C locale: the strerror text below is matched in English.
+        await _run(
+            "qemu-img", "create", "-q", "-f", "qcow2", str(path), str(capacity),
+            env={**os.environ, "LC_ALL": "C"},
+        )  # fmt: skip
+    except ImageError as exc:
+        code = next((c for c in _STORAGE_ERRNOS if os.strerror(c) in str(exc)), None)
+        if code is None:
+            raise
+        raise StorageError(path, code, os.strerror(code)) from None
