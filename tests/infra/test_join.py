@@ -67,6 +67,8 @@ def test_deploy_node_onto_existing_hub_touches_no_other_node(request, joined):
     ids = {n: read_toml(n, NODE_TOML)["node"]["id"] for n in others}
     assert set(ids.values()) == set(hub_conf["nodes"]), "the joining node is registered already"
     before = {ids[n]: _state_of(hub, n, ids[n], socket_dir) for n in others}
+    # The vCenter certificate's thumbprint an operator pins (the lab measured it).
+    thumbprint = read_toml(others[0], NODE_TOML)["vcenter"]["thumbprint"]
 
     # The extra inventory sits next to the scenario's, so its group_vars apply too.
     with tempfile.NamedTemporaryFile(
@@ -76,6 +78,7 @@ def test_deploy_node_onto_existing_hub_touches_no_other_node(request, joined):
     try:
         run = subprocess.run(
             ["ansible-playbook", "-i", inventory, "-i", extra.name,
+             "-e", f"sendense_node_vcenter_thumbprint={thumbprint}",
              str(ROOT / "playbooks" / "deploy-node.yml"), "--limit", name],
             capture_output=True, text=True, timeout=900, check=False, cwd=ROOT,
         )  # fmt: skip
