@@ -10,14 +10,18 @@ What is proven:
   nor open a forward to it (-W and -L: permitopen), so A cannot reach B's API;
 - each node has its own API token; the hub hides B's backups from A's token and
   refuses A's token a backup, a cancel or a progress report for B;
-- A can open B's NBD exports through its tunnel (the port pool is shared) but cannot
-  use them: not without TLS, not with the PSK of A's own running job, not with A's
-  key under B's username; only B's job key opens them (the control);
+- the hub's exports are unix sockets, <socket_dir>/<node>/<slot>.sock, in a
+  directory of the hub user with group sdt-<node>, mode 2750; no TCP listener
+  in the slot range;
+- sshd refuses A's tunnel user a forward to B's live socket paths (PermitOpen),
+  and the kernel refuses a process running as sdt-A on the hub a connect() to
+  them (the directory); A's own sockets work through both (the controls);
 - A and B back up two VMs at the same time and both match the seed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import shlex
@@ -25,12 +29,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.infra.conftest import SENDENSE, VENV, hosts_for, read_toml, run_ok, tunnel_ssh_argv
+from tests.infra.conftest import (
+    SENDENSE,
+    VENV,
+    hosts_for,
+    listeners,
+    read_toml,
+    run_ok,
+    tunnel_ssh_argv,
+)
 
 HUB_TOML = "/etc/sendense/hub.toml"
 NODE_TOML = "/etc/sendense/node.toml"
@@ -57,43 +69,22 @@ except urllib.error.HTTPError as e:
 print(json.dumps({"status": status, "body": text}))
 """
 
-# An NBD client with libnbd: connect to 127.0.0.1:PORT/EXPORT, optionally with a
-# TLS-PSK identity, read the size and, for "write", overwrite the first 4 KiB.
-NBD_TRY = """
-import json, os, sys, tempfile
-import nbd
-port, export, user, key, op = sys.argv[1:6]
-h = nbd.NBD()
-out = {"connected": False, "size": None, "wrote": False, "error": None}
-path = None
-try:
-    h.set_export_name(export)
-    if key:
-        fd, path = tempfile.mkstemp(prefix="sendense-fleet-")
-        os.write(fd, f"{user}:{key}\\n".encode())
-        os.close(fd)
-        h.set_tls(nbd.TLS_REQUIRE)
-        h.set_tls_username(user)
-        h.set_tls_psk_file(path)
-    h.connect_tcp("127.0.0.1", port)
-    out["connected"] = True
-    out["size"] = h.get_size()
-    if op == "write":
-        h.pwrite(b"\\xa5" * 4096, 0)
-        h.flush()
-        out["wrote"] = True
-except nbd.Error as e:
-    out["error"] = str(e)
-finally:
-    if path:
-        os.unlink(path)
-print(json.dumps(out))
-"""
-
-# The first bytes an NBD server sends, whatever it then asks for (TLS or not).
+# The first bytes an NBD server sends, whatever it then asks for (TLS or not):
+# argv[1] is a TCP port on loopback or a unix socket path. Prints the bytes, or
+# the error's class and text.
 NBD_GREETING = """
 import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+target = sys.argv[1]
+try:
+    if target.startswith("/"):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(target)
+    else:
+        s = socket.create_connection(("127.0.0.1", int(target)), timeout=30)
+except OSError as e:
+    print(type(e).__name__, e)
+    sys.exit(0)
 data = b""
 while len(data) < 8:
     chunk = s.recv(8 - len(data))
@@ -183,10 +174,16 @@ class Fleet:
         return self.conf["nodes"][node_id]["token_file"]
 
     @property
-    def key_root(self) -> str:
-        return self.conf.get("nbd", {}).get("key_dir") or posixpath.join(
-            posixpath.dirname(self.conf["state"]["db"]), "nbd-keys"
-        )
+    def socket_dir(self) -> str:
+        return self.conf.get("nbd", {}).get("socket_dir", "/run/sendense/nbd")
+
+    @property
+    def slot_range(self) -> tuple[int, int]:
+        first, _, last = self.conf.get("nbd", {}).get("port_range", "10100-10200").partition("-")
+        return int(first), int(last)
+
+    def socket_path(self, node_id: str, slot: int) -> str:
+        return posixpath.join(self.socket_dir, node_id, f"{slot}.sock")
 
 
 @dataclass
@@ -198,8 +195,6 @@ class Held:
     record: dict
     unit: str
     pid_file: str
-    psk_user: str = ""
-    psk_key: str = field(default="", repr=False)
 
     @property
     def job_id(self) -> str:
@@ -240,9 +235,13 @@ def sha256_of_file(host, path: str) -> str:
     return run_ok(host, "sha256sum", path).split()[0]
 
 
-def nbd_try(m: Member, port: int, export: str, user: str = "", key: str = "", op: str = "read"):
-    out = run_ok(m.host, f"{VENV}/bin/python", "-c", NBD_TRY, str(port), export, user, key, op)
-    return json.loads(out)
+def greeting(host, target: str | int, *as_user: str) -> str:
+    """NBD_GREETING from inside host (optionally as another user, with its groups)."""
+    argv = ["/usr/bin/python3", "-c", NBD_GREETING, str(target)]
+    if as_user:
+        user = as_user[0]
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
+    return run_ok(host, *argv).strip()
 
 
 def wait_until(what: str, check, seconds: float = WAIT_SECONDS):
@@ -466,8 +465,6 @@ def _hold(fleet: Fleet, held: Held, disks: int) -> None:
     wait_until(f"{m.id}'s backup sources to be held", lambda: _held_pids(held))
     status, held.record = api(m.host, "GET", f"{base}/{held.job_id}", m.token_file)
     assert held.record["status"] == "running", held.record
-    line = run_ok(fleet.hub, "cat", f"{fleet.key_root}/{held.job_id}/keys.psk").strip()
-    held.psk_user, _, held.psk_key = line.partition(":")
 
 
 def _held_pids(held: Held) -> list[str]:
@@ -517,44 +514,81 @@ def _exports(held: Held) -> list[dict]:
     return held.record["disk_results"]
 
 
-def test_other_nodes_exports_reachable_but_refuse_plain_nbd(fleet, held):
+def _sockets(fleet: Fleet, held: Held) -> list[str]:
+    return [fleet.socket_path(held.member.id, d["nbd_port"]) for d in _exports(held)]
+
+
+def test_exports_are_unix_sockets_no_tcp_listener_in_slot_range(fleet, held):
+    first, last = fleet.slot_range
+    tcp = [(a, p, proc) for a, p, proc in listeners(fleet.hub) if first <= p <= last]
+    assert not tcp, f"TCP listeners in the slot range on the hub: {tcp}"
+    hub_user = fleet.hub.file(fleet.conf["state"]["db"]).user
+    for h in held.values():
+        directory = fleet.hub.file(posixpath.join(fleet.socket_dir, h.member.id))
+        assert (directory.user, directory.group) == (hub_user, f"sdt-{h.member.id}")
+        assert directory.mode == 0o2750, f"{directory.path} has mode {directory.mode:o}"
+        for path in _sockets(fleet, h):
+            sock = fleet.hub.file(path)
+            assert sock.is_socket, path
+            assert sock.group == f"sdt-{h.member.id}", (path, sock.group)
+    # Both nodes' pools start at the same slot: the slots are per node.
+    slots = [{d["nbd_port"] for d in _exports(h)} for h in held.values()]
+    assert all(min(s) == first for s in slots), slots
+
+
+def _forward_greeting(a: Member, remote: str) -> tuple[str, str]:
+    """A forward from node a (as a's tunnel user) to `remote` on the hub: (greeting, ssh stderr)."""
+    local = run_ok(
+        a.host, "/usr/bin/python3", "-c",
+        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])",
+    ).strip()  # fmt: skip
+    ssh = shlex.join(ssh_argv(a, "-v", "-N", "-L", f"127.0.0.1:{local}:{remote}"))
+    probe = shlex.join(["/usr/bin/python3", "-c", NBD_GREETING, local])
+    script = f"""
+err=$(mktemp); {ssh} </dev/null 2>"$err" & pid=$!
+for i in $(seq 100); do ss -Hltn | grep -q '127.0.0.1:{local} ' && break; sleep .2; done
+{probe}; sleep 1; kill $pid; wait $pid; cat "$err" >&2; rm -f "$err"
+"""
+    cmd = a.host.run(script)
+    return cmd.stdout.strip(), cmd.stderr
+
+
+def _sshd_denied(hub, path: str, since: str) -> bool:
+    """Whether the hub's sshd logged that its policy denied a channel to `path` (ssh only
+    hears "connect failed", whether sshd or the kernel refused it)."""
+    line = f"Received request to connect to path {path}, but the request was denied."
+    journal = hub.run(f"journalctl --no-pager -o cat -u ssh.service --since @{since}").stdout
+    return line in journal
+
+
+def test_sshd_refuses_other_nodes_socket_paths(fleet, held):
     a, b = fleet.first_two
-    for disk in _exports(held[b.id]):
-        # A's tunnel reaches B's qemu-nbd: the pool is shared...
-        greeting = run_ok(a.host, "/usr/bin/python3", "-c", NBD_GREETING, str(disk["nbd_port"]))
-        assert greeting.strip() == "NBDMAGIC", greeting
-        # ...but without B's job key there is no reading or writing.
-        out = nbd_try(a, disk["nbd_port"], disk["export_name"], op="write")
-        assert not out["connected"] and not out["wrote"], out
-        assert "TLS" in (out["error"] or ""), out
+    for path in _sockets(fleet, held[b.id]):
+        since = run_ok(fleet.hub, "date", "+%s").strip()
+        got, err = _forward_greeting(a, path)
+        assert got != "NBDMAGIC", f"{a.id} read {b.id}'s export {path}"
+        assert "open failed" in err, err[-500:]
+        denied = functools.partial(_sshd_denied, fleet.hub, path, since)
+        wait_until(f"sshd to log its refusal of {path}", denied, 10)
+    # The control: the same user, key and forward reach A's own live socket.
+    own = _sockets(fleet, held[a.id])[0]
+    got, err = _forward_greeting(a, own)
+    assert got == "NBDMAGIC", (got, err[-500:])
 
 
-def test_other_nodes_exports_refuse_own_jobs_key(fleet, held):
+def test_kernel_refuses_other_nodes_sockets_on_the_hub(fleet, held):
     a, b = fleet.first_two
-    mine, theirs = held[a.id], held[b.id]
-    assert mine.psk_key != theirs.psk_key and mine.psk_user != theirs.psk_user
-    for disk in _exports(theirs):
-        port, export = disk["nbd_port"], disk["export_name"]
-        for user in (mine.psk_user, theirs.psk_user):
-            out = nbd_try(a, port, export, user, mine.psk_key, op="write")
-            assert not out["connected"] and not out["wrote"], (user, out)
-    # A's key is good for A's own export: the refusals above are about whose key it is.
-    own = _exports(mine)[0]
-    out = nbd_try(a, own["nbd_port"], own["export_name"], mine.psk_user, mine.psk_key)
-    assert out["connected"] and out["size"] == own["capacity"], out
-
-
-def test_other_nodes_exports_open_only_with_their_jobs_key(fleet, held):
-    """The control: from A, B's job key (which only B is given) does open B's export."""
-    a, b = fleet.first_two
-    theirs = held[b.id]
-    for disk in _exports(theirs):
-        out = nbd_try(a, disk["nbd_port"], disk["export_name"], theirs.psk_user, theirs.psk_key)
-        assert out["connected"] and out["size"] == disk["capacity"], out
+    for path in _sockets(fleet, held[b.id]):
+        got = greeting(fleet.hub, path, f"sdt-{a.id}")
+        assert got.startswith("PermissionError"), f"sdt-{a.id} -> {path}: {got}"
+    # The controls: sdt-A reaches its own sockets, sdt-B its own.
+    for m in (a, b):
+        for path in _sockets(fleet, held[m.id]):
+            assert greeting(fleet.hub, path, f"sdt-{m.id}") == "NBDMAGIC", path
 
 
 def test_cancel_ends_held_backup_and_closes_its_exports(fleet, held):
-    a, b = fleet.first_two
+    b = fleet.first_two[1]
     theirs = held[b.id]
     status, record = api(
         b.host, "POST", f"{b.hub_api}/api/v1/backups/{theirs.job_id}/cancel", b.token_file
@@ -565,7 +599,6 @@ def test_cancel_ends_held_backup_and_closes_its_exports(fleet, held):
         fleet.hub, "GET", f"http://{fleet.conf['api']['listen']}/api/v1/nbd/ports", admin
     )
     assert status == 200 and theirs.job_id not in {p["job_id"] for p in ports}
-    assert not fleet.hub.file(f"{fleet.key_root}/{theirs.job_id}").exists, "PSK left behind"
-    for disk in _exports(theirs):
-        greeting = run_ok(a.host, "/usr/bin/python3", "-c", NBD_GREETING, str(disk["nbd_port"]))
-        assert greeting.strip() != "NBDMAGIC", f"port {disk['nbd_port']} still serves NBD"
+    for path in _sockets(fleet, theirs):
+        assert not fleet.hub.file(path).exists, f"{path} left behind"
+        assert greeting(fleet.hub, path) != "NBDMAGIC", f"{path} still serves NBD"

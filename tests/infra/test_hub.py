@@ -70,9 +70,32 @@ def test_tunnel_users_are_forward_only(hub):
         settings = dict(line.split(" ", 1) for line in sshd.lower().splitlines() if " " in line)
         assert settings["permitlisten"] == f"127.0.0.1:{reverse_port}"
         assert settings["permittty"] == "no"
-        assert settings["allowstreamlocalforwarding"] == "no"
+        # The exports are unix sockets: local streamlocal forwards only, never remote.
+        assert settings["allowstreamlocalforwarding"] == "local"
         assert settings["maxsessions"] == "0"
         assert settings["passwordauthentication"] == "no"
+
+
+def test_each_node_has_its_own_socket_directory(hub):
+    """<socket_dir>/<node>: hub user, group sdt-<node>, 2750, declared to systemd-tmpfiles."""
+    conf = read_toml(hub, HUB_TOML)
+    socket_dir = conf["nbd"]["socket_dir"]
+    assert conf["nbd"].get("listen", "unix") == "unix"
+    hub_user = hub.file(conf["state"]["db"]).user
+    parent = hub.file(socket_dir)
+    assert (parent.user, parent.mode) == ("root", 0o755), (parent.user, oct(parent.mode))
+    # What systemd-tmpfiles creates at boot, as it resolves it now.
+    declared = run_ok(hub, "systemd-tmpfiles", "--cat-config")
+    for node_id in conf["nodes"]:
+        directory = hub.file(f"{socket_dir}/{node_id}")
+        assert directory.is_directory, directory.path
+        assert (directory.user, directory.group) == (hub_user, f"sdt-{node_id}")
+        assert directory.mode == 0o2750, f"{directory.path} has mode {directory.mode:o}"
+        line = f"d {socket_dir}/{node_id} 2750 {hub_user} sdt-{node_id} -"
+        assert line in declared.splitlines(), f"no tmpfiles entry {line!r}"
+    # The hub may write there despite ProtectSystem=strict.
+    rw = run_ok(hub, "systemctl", "show", "-p", "ReadWritePaths", "--value", "sendense-hub.service")
+    assert socket_dir in rw.split(), rw
 
 
 def test_each_node_has_its_own_reverse_port(hub):

@@ -19,6 +19,7 @@ from tests.infra.conftest import (
     tunnel_ssh_argv,
 )
 
+HUB_TOML = "/etc/sendense/hub.toml"
 NODE_TOML = "/etc/sendense/node.toml"
 TUNNEL_TOML = "/etc/sendense/tunnel.toml"
 
@@ -120,24 +121,30 @@ def test_hub_api_reachable_through_tunnel(node):
 
 
 def test_nbd_through_tunnel(node, hubs):
-    """A throwaway qemu-nbd on the hub's last pool port, read from the node through the tunnel."""
+    """A throwaway qemu-nbd on the socket of this node's last slot, read through the tunnel."""
     hub = hub_of(node, hubs)
+    node_id = read_toml(node, NODE_TOML)["node"]["id"]
     last = int(str(read_toml(node, TUNNEL_TOML)["forwards"]["nbd_ports"]).split("-")[-1])
+    socket_dir = read_toml(hub, HUB_TOML).get("nbd", {}).get("socket_dir", "/run/sendense/nbd")
+    sock = f"{socket_dir}/{node_id}/{last}.sock"
     unit = f"sendense-infra-nbd-{uuid.uuid4().hex[:8]}"
     image = f"/var/tmp/{unit}.raw"
-    run_ok(hub, "sh", "-c", f"head -c 4194304 /dev/urandom > {image}")
+    run_ok(hub, "sh", "-c", f"head -c 4194304 /dev/urandom > {image} && chmod 644 {image}")
     try:
         want = run_ok(hub, "sha256sum", image).split()[0]
-        run_ok(hub, "systemd-run", f"--unit={unit}", "qemu-nbd", "-r", "-b", "127.0.0.1", "-p",
-               str(last), "-x", "probe", "-f", "raw", "--persistent", image)  # fmt: skip
-        wait = f"for i in $(seq 50); do ss -Hltn | grep -q ':{last} ' && exit 0; sleep .2; done"
+        # As the hub runs its exports: its user, a socket the node's group may connect to.
+        hub_user = hub.file(sock.rsplit("/", 1)[0]).user
+        run_ok(hub, "systemd-run", f"--unit={unit}", f"--uid={hub_user}", "-p", "UMask=0007",
+               "qemu-nbd", "-r", "-k", sock, "-x", "probe", "-f", "raw", "--persistent",
+               image)  # fmt: skip
+        wait = f"for i in $(seq 50); do test -S {sock} && exit 0; sleep .2; done"
         run_ok(hub, "sh", "-c", f"{wait}; exit 1")
         uri = f"nbd://127.0.0.1:{last}/probe"
         assert run_ok(node, "nbdinfo", "--size", uri).strip() == "4194304"
         got = run_ok(node, "sh", "-c", f"nbdcopy {shlex.quote(uri)} - | sha256sum").split()[0]
         assert got == want
     finally:
-        hub.run(f"systemctl stop {unit}; rm -f {image}")
+        hub.run(f"systemctl stop {unit}; rm -f {image} {sock}")
 
 
 def test_tunnel_user_gets_no_shell(node):

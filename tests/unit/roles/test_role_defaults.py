@@ -49,7 +49,8 @@ DEPLOYMENT_KEYS = {
         ("nodes", "node-a", "token_file"),
     },
     NodeConfig: {("node", "id")},  # from the inventory name
-    TunnelConfig: {("hub", "host"), ("hub", "user")},  # the hub's address, sdt-<node id>
+    # The hub's address, sdt-<node id>, and <hub socket_dir>/<node id>.
+    TunnelConfig: {("hub", "host"), ("hub", "user"), ("forwards", "nbd_socket_dir")},
 }
 
 # `key = "{{ var }}"` or `key = {{ var | filter }}` in a template.
@@ -104,7 +105,7 @@ def _role_variable(template: str, path: tuple) -> str | None:
         # The hub's templates read its published settings (sendense_hub_ctx.X = sendense_hub_X).
         if expr.startswith("sendense_hub_ctx."):
             return "sendense_hub_" + expr.split(".", 1)[1]
-        if expr.startswith("_sendense_node_hub."):
+        if expr.startswith("sendense_node_hub_facts."):
             return "sendense_hub_" + expr.split(".", 1)[1]
         return expr if expr.startswith(f"{role}_") else None
     return None
@@ -158,8 +159,9 @@ def test_choices_are_the_models(template):
         spec = roles.argument_specs(owner)[variable]
         assert spec.get("choices") == list(typing.get_args(info.annotation)), variable
         checked += 1
-    # hub.toml: [nbd] cache, aio, detect_zeroes; node.toml: [backup] transport.
-    assert checked == {"hub": 3, "node": 1, "tunnel": 0}[Path(template).name.split(".")[0]]
+    # hub.toml: [nbd] listen, cache, aio, detect_zeroes; node.toml: [backup] transport;
+    # tunnel.toml: [forwards] nbd_listen (the hub's).
+    assert checked == {"hub": 4, "node": 1, "tunnel": 1}[Path(template).name.split(".")[0]]
 
 
 @pytest.mark.parametrize("role", roles.ROLE_NAMES)
