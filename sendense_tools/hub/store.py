@@ -14,6 +14,18 @@ from typing import Any
 
 ACTIVE = ("pending", "running")
 
+# One node's slot is one row: slots repeat across nodes.
+ALLOCATIONS = """
+CREATE TABLE {name} (
+    node TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    disk_id TEXT NOT NULL,
+    pid INTEGER,
+    PRIMARY KEY (node, port)
+);
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -43,33 +55,20 @@ CREATE TABLE IF NOT EXISTS disks (
     sha256_qcow2 TEXT,
     PRIMARY KEY (job_id, disk_id)
 );
-CREATE TABLE IF NOT EXISTS allocations (
-    node TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    job_id TEXT NOT NULL,
-    disk_id TEXT NOT NULL,
-    pid INTEGER,
-    PRIMARY KEY (node, port)
-);
-"""
+""" + ALLOCATIONS.format(name="IF NOT EXISTS allocations")
 
 # Before per-node slots a port was unique hub-wide; the rows move over with their
 # job's node, so reconciliation still finds the qemu-nbd they name.
-MIGRATE_ALLOCATIONS = """
-ALTER TABLE allocations RENAME TO allocations_hubwide;
-CREATE TABLE allocations (
-    node TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    job_id TEXT NOT NULL,
-    disk_id TEXT NOT NULL,
-    pid INTEGER,
-    PRIMARY KEY (node, port)
-);
+MIGRATE_ALLOCATIONS = (
+    "ALTER TABLE allocations RENAME TO allocations_hubwide;"
+    + ALLOCATIONS.format(name="allocations")
+    + """
 INSERT INTO allocations (node, port, job_id, disk_id, pid)
     SELECT COALESCE(j.node, ''), a.port, a.job_id, a.disk_id, a.pid
     FROM allocations_hubwide a LEFT JOIN jobs j ON j.id = a.job_id;
 DROP TABLE allocations_hubwide;
 """
+)
 
 
 def now() -> str:

@@ -10,12 +10,9 @@ without Podman. The Molecule verify step audits the deployed hub the same way
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -23,50 +20,34 @@ import pytest
 from sendense_tools.config import parse_config
 from sendense_tools.tunnel.config import TunnelConfig
 from sendense_tools.tunnel.ssh import connection_options
-from tests.fixtures.ports import free_port, free_port_range
 from tests.fixtures.roles import render, resolved_defaults
 from tests.fixtures.ssh_audit import audit
-from tests.fixtures.sshd import SSHD, Sshd
+from tests.fixtures.sshd import SSHD, Sshd, running_sshd
 
 AEAD = {"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"}
 
 
-@contextlib.contextmanager
-def hardened_sshd() -> Iterator[Sshd]:
-    base = Path(tempfile.mkdtemp(prefix="sendense-sshd-", dir="/run"))
-    first, last = free_port_range(3)
-    server = Sshd(
-        base=base,
-        nbd_ports=(first, last),
-        api_port=free_port(),
-        reverse_port=free_port(),
-        other_reverse_port=free_port(),
+def _apply_role_base_settings(server: Sshd) -> None:
+    variables = resolved_defaults(
+        "sendense_hub",
+        sendense_hub_sshd_port=server.port,
+        sendense_hub_host_key=f"{server.host_key}.pub",
     )
-    try:
-        server.setup()
-        variables = resolved_defaults(
-            "sendense_hub",
-            sendense_hub_sshd_port=server.port,
-            sendense_hub_host_key=f"{server.host_key}.pub",
-        )
-        (base / "sshd_config.d" / "10-sendense-base.conf").write_text(
-            render("sendense_hub", "sshd_base.conf.j2", variables)
-        )
-        # HostKey and Port add up in sshd: the role's file now names both, so the
-        # fixture's own lines go (sshd would offer the key twice, bind the port twice).
-        lines = server.config.read_text().splitlines()
-        server.config.write_text(
-            "".join(f"{line}\n" for line in lines if not line.startswith(("HostKey ", "Port ")))
-        )
-        check = subprocess.run(
-            [SSHD, "-t", "-f", str(server.config)], capture_output=True, text=True
-        )
-        assert check.returncode == 0, f"sshd -t rejected the role's settings: {check.stderr}"
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    (server.base / "sshd_config.d" / "10-sendense-base.conf").write_text(
+        render("sendense_hub", "sshd_base.conf.j2", variables)
+    )
+    # HostKey and Port add up in sshd: the role's file now names both, so the
+    # fixture's own lines go (sshd would offer the key twice, bind the port twice).
+    lines = server.config.read_text().splitlines()
+    server.config.write_text(
+        "".join(f"{line}\n" for line in lines if not line.startswith(("HostKey ", "Port ")))
+    )
+    check = subprocess.run([SSHD, "-t", "-f", str(server.config)], capture_output=True, text=True)
+    assert check.returncode == 0, f"sshd -t rejected the role's settings: {check.stderr}"
+
+
+def hardened_sshd() -> contextlib.AbstractContextManager[Sshd]:
+    return running_sshd(configure=_apply_role_base_settings)
 
 
 @pytest.fixture(scope="module")
