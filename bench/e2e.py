@@ -1,10 +1,13 @@
-"""End to end: a 3-disk VM backed up through the whole product vs the seed's
-data path for the same disks, in the same run.
+"""End to end: a 3-disk VM backed up through the whole product in the hub's new
+layout and in its old one, and the seed's data path for the same disks, all in
+the same run (two stacks side by side, rounds in turn).
 
 ours: POST hub /api/v1/backups -> node (simulator, ONE snapshot, https transport
 through nbdkit curl, libnbd copy engine, 2 connections per disk) -> our asyncssh
-tunnel through a real sshd -> the hub's qemu-nbd exports (TLS-PSK) -> the hub
-flushes, stops and re-hashes every qcow2. Timed from the POST to `completed`.
+tunnel through a real sshd -> the hub's qemu-nbd exports -> the hub flushes,
+stops and re-hashes every qcow2. Timed from the POST to `completed`.
+  new layout: the forwards lead to the node's unix sockets, no TLS inside the tunnel;
+  old layout: the forwards lead to TCP exports shared by all nodes, per-job TLS-PSK.
 
 reference: the same datastore files through nbdkit curl -> nbdcopy (2
 connections per disk, all disks at once) -> OpenSSH `ssh -L` through the same
@@ -95,7 +98,7 @@ async def copy_all(session: VsphereSession, info: VmInfo, ports: list[int]) -> f
 
 
 def reference_once(lab: VcsimLab, stack: Stack, work: Path) -> float:
-    session = VsphereSession.connect(VcenterParams(lab.url, lab.user, lab.password, insecure=True))
+    session = VsphereSession.connect(lab.params())
     try:
         info = describe_vm(session, VM_NAME)
         first = stack.sshd.nbd_ports[0]
@@ -113,30 +116,44 @@ def main() -> None:
     proc = None
     try:
         proc, url = start_vcsim(work)
-        session = VsphereSession.connect(VcenterParams(url, "user", "pass", insecure=True))
+        thumb = sha1_thumbprint(fetch_peer_certificate(parse_vcenter_url(url)))
+        session = VsphereSession.connect(VcenterParams(url, "user", "pass", thumbprint=thumb))
         t0 = time.perf_counter()
         disks = seed_vm(session, VM_NAME, SIZES, seed="bench")
         session.close()
         data = "+".join(f"{s // MIB}" for s in SIZES)
         print(f"VM {VM_NAME}: 3 disks of {data} MiB, seeded in {time.perf_counter() - t0:.1f} s")
-        thumb = sha1_thumbprint(fetch_peer_certificate(parse_vcenter_url(url)))
-        lab = VcsimLab(url, "user", "pass", VM_NAME, disks, thumb, work, proc)
-        ours: list[float] = []
+        lab = VcsimLab(url, "user", "pass", VM_NAME, disks, thumb, work / "cert.pem", work, proc)
+        new: list[float] = []
+        old: list[float] = []
         ref: list[float] = []
-        (work / "stack").mkdir()
-        with running_stack(lab, work / "stack") as stack:
-            known = known_hosts_for(stack.sshd, stack.sshd.port, work / "known_hosts_ref")
-            with openssh_tunnel(stack.sshd, REF_BIND, stack.sshd.port, known):
-                for _ in range(ROUNDS):  # alternate, so drift hits both alike
-                    ours.append(backup_once(stack))
-                    ref.append(reference_once(lab, stack, work))
-        mo, mr = statistics.median(ours), statistics.median(ref)
-        print(f"{'path':<58}{'median s':>9}  runs")
-        print(f"{'sendense: hub API -> snapshot -> copy -> tunnel -> verify':<58}{mo:>9.2f}  "
-              + " ".join(f"{x:.2f}" for x in ours))  # fmt: skip
-        print(f"{'seed path: nbdkit curl -> nbdcopy -> ssh -L -> qemu-nbd':<58}{mr:>9.2f}  "
-              + " ".join(f"{x:.2f}" for x in ref))  # fmt: skip
-        print(f"throughput ours / reference: {mr / mo:.2f}x (goal >= 0.9)")
+        (work / "new").mkdir()
+        (work / "old").mkdir()
+        with (
+            running_stack(lab, work / "new") as stack_new,
+            running_stack(lab, work / "old", listen="tcp", tls_psk=True) as stack_old,
+        ):
+            # The seed's path needs TCP forwards to the slot ports: the old layout's sshd.
+            sshd = stack_old.sshd
+            known = known_hosts_for(sshd, sshd.port, work / "known_hosts_ref")
+            with openssh_tunnel(sshd, REF_BIND, sshd.port, known):
+                for _ in range(ROUNDS):  # in turn, so drift hits every path alike
+                    new.append(backup_once(stack_new))
+                    old.append(backup_once(stack_old))
+                    ref.append(reference_once(lab, stack_old, work))
+        mn, mo, mr = (statistics.median(x) for x in (new, old, ref))
+        rows = [
+            ("sendense, new layout: unix sockets, no TLS in the tunnel", mn, new),
+            ("sendense, old layout: TCP exports + TLS-PSK", mo, old),
+            ("seed path: nbdkit curl -> nbdcopy -> ssh -L -> qemu-nbd", mr, ref),
+        ]
+        print(
+            f"{'path (hub API -> snapshot -> copy -> tunnel -> verify)':<58}{'median s':>9}  runs"
+        )
+        for name, med, runs in rows:
+            print(f"{name:<58}{med:>9.2f}  " + " ".join(f"{x:.2f}" for x in runs))
+        print(f"new layout / old layout: time {mn / mo:.2f}x, throughput {mo / mn:.2f}x")
+        print(f"throughput ours (new) / reference: {mr / mn:.2f}x (goal >= 0.9)")
     finally:
         if proc is not None:
             stop_vcsim(proc)

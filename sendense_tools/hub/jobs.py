@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import shutil
 import uuid
@@ -19,7 +18,6 @@ from typing import Any
 from urllib.parse import quote
 
 from sendense_tools.api.client import ApiCallError, ApiClient
-from sendense_tools.api.fields import MAX_INT64
 from sendense_tools.api.server import ApiError
 from sendense_tools.errors import SendenseError
 from sendense_tools.hub.allocator import PoolMetrics, SlotAllocator
@@ -31,18 +29,10 @@ from sendense_tools.hub.nbdtls import write_tls_dir
 from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.sockets import ExportLayout, remove_stale_sockets
 from sendense_tools.hub.store import ACTIVE, Store
-from sendense_tools.nbd.digest import DigestError, sha256_of_image
+from sendense_tools.hub.verify import ImageChecker
+from sendense_tools.hub.vminfo import check_vm_info, safe_name
 
 log = logging.getLogger(__name__)
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-HASH_CONCURRENCY = 2
-
-
-def safe_name(value: str) -> str:
-    """A path/export component from a VM name: no separators, no leading dot."""
-    cleaned = _UNSAFE.sub("_", value).lstrip(".")
-    return cleaned[:64] or "vm"
 
 
 @dataclass
@@ -86,7 +76,7 @@ class JobManager:
         self._tasks: set[asyncio.Task] = set()
         # Start and finish tasks may be cancelled at shutdown; teardown tasks run to the end.
         self._interruptible: set[asyncio.Task] = set()
-        self._hash_slots = asyncio.Semaphore(HASH_CONCURRENCY)
+        self.images = ImageChecker(store)
 
     # -- helpers --------------------------------------------------------------
 
@@ -168,7 +158,7 @@ class JobManager:
             ) from None
         except SendenseError as exc:
             raise ApiError(502, "node_unreachable", f"node {node} is unreachable: {exc}") from None
-        return _check_vm_info(node, vm, info)
+        return check_vm_info(node, vm, info)
 
     def _plan(self, job: Job, disks: list[dict], slots: list[int]) -> list[dict[str, Any]]:
         folder = self.repository / safe_name(job.vm) / job.id
@@ -370,7 +360,7 @@ class JobManager:
             if flush_errors:
                 self.store.set_status(job.id, "failed", "; ".join(flush_errors))
                 return
-            mismatches = await self._verify_disks(job.id)
+            mismatches = await self.images.check(job.id)
             if mismatches:
                 self.store.set_status(job.id, "failed", "; ".join(mismatches))
             else:
@@ -390,32 +380,6 @@ class JobManager:
             if isinstance(r, BaseException)
         ]
 
-    async def _hash(self, path: str) -> str:
-        async with self._hash_slots:
-            return await asyncio.to_thread(sha256_of_image, path)
-
-    async def _verify_disks(self, job_id: str) -> list[str]:
-        disks = self.store.disks(job_id)
-        digests = await asyncio.gather(
-            *(self._hash(d["qcow2_path"]) for d in disks), return_exceptions=True
-        )
-        problems = []
-        for d, digest in zip(disks, digests, strict=True):
-            if isinstance(digest, DigestError):
-                problems.append(f"{d['disk_id']}: {digest}")
-                continue
-            if isinstance(digest, BaseException):
-                raise digest
-            self.store.set_image_sha(job_id, d["disk_id"], digest)
-            if not d["sha256"]:
-                problems.append(f"{d['disk_id']}: node reported no sha256")
-            elif d["sha256"].lower() != digest:
-                problems.append(
-                    f"{d['disk_id']}: sha256 mismatch (node {d['sha256'][:16]}..., "
-                    f"qcow2 {digest[:16]}...)"
-                )
-        return problems
-
     async def verify(self, job_id: str) -> dict[str, Any]:
         """Re-read every qcow2 of a finished backup and compare to the recorded SHA-256."""
         row = self.store.job_row(job_id)
@@ -423,26 +387,7 @@ class JobManager:
             raise ApiError(404, "backup_not_found", f"backup {job_id} does not exist")
         if row["status"] in ACTIVE:
             raise ApiError(409, "not_finished", f"backup {job_id} is still {row['status']}")
-        disks = self.store.disks(job_id)
-        digests = await asyncio.gather(
-            *(self._hash(d["qcow2_path"]) for d in disks), return_exceptions=True
-        )
-        results = []
-        for d, digest in zip(disks, digests, strict=True):
-            if isinstance(digest, BaseException) and not isinstance(digest, DigestError):
-                raise digest
-            ok = isinstance(digest, str) and bool(d["sha256"]) and d["sha256"].lower() == digest
-            results.append(
-                {
-                    "disk_id": d["disk_id"],
-                    "qcow2_path": d["qcow2_path"],
-                    "recorded_sha256": d["sha256"],
-                    "sha256": digest if isinstance(digest, str) else None,
-                    "match": ok,
-                    "error": str(digest) if isinstance(digest, DigestError) else None,
-                }
-            )
-        return {"id": job_id, "ok": all(r["match"] for r in results), "disks": results}
+        return await self.images.verify(job_id)
 
     # -- start-up and shut-down -----------------------------------------------
 
@@ -485,26 +430,3 @@ class JobManager:
 
 def _quote(value: str) -> str:
     return quote(value, safe="")
-
-
-def _check_vm_info(node: str, vm: str, info: object) -> dict[str, Any]:
-    def bad(why: str) -> ApiError:
-        return ApiError(502, "node_error", f"node {node} described VM {vm!r} badly: {why}")
-
-    if not isinstance(info, dict) or not isinstance(info.get("disks"), list):
-        raise bad("no disk list")
-    if not isinstance(info.get("name"), str) or not info["name"]:
-        raise bad("no name")
-    if not info["disks"]:
-        raise ApiError(422, "no_disks", f"VM {vm!r} has no disks to back up")
-    seen = set()
-    for disk in info["disks"]:
-        if not isinstance(disk, dict) or not isinstance(disk.get("disk_id"), str):
-            raise bad("a disk without disk_id")
-        capacity = disk.get("capacity")
-        if not isinstance(capacity, int) or not 0 < capacity <= MAX_INT64 or capacity % 512:
-            raise bad(f"{disk['disk_id']} capacity {capacity!r} is not a positive multiple of 512")
-        if disk["disk_id"] in seen or not re.fullmatch(r"[A-Za-z0-9._-]+", disk["disk_id"]):
-            raise bad(f"disk id {disk['disk_id']!r} is duplicated or unusable")
-        seen.add(disk["disk_id"])
-    return info

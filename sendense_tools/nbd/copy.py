@@ -130,7 +130,10 @@ class _Worker:
                 self._connect()
                 self._loop()
             except nbd.Error as e:  # a request refused at once, e.g. on a handle that just died
-                dead = any(h.aio_is_dead() for h in [self.src, *self.dsts.values()] if h)
+                # Without TLS a connection the tunnel drops ends in a clean EOF: the handle
+                # is then CLOSED, not DEAD, and just as worth reconnecting.
+                handles = [h for h in [self.src, *self.dsts.values()] if h]
+                dead = any(h.aio_is_dead() or h.aio_is_closed() for h in handles)
                 raise NbdFailure(describe(e), dead) from None
         except BaseException as e:
             self.error = e

@@ -130,7 +130,9 @@ class _ClientSide(asyncio.Protocol):
         else:
             transport.resume_reading()
 
-    async def _open(self, conn: asyncssh.SSHClientConnection, transport: asyncio.Transport):
+    async def _open(
+        self, conn: asyncssh.SSHClientConnection, transport: asyncio.Transport
+    ) -> Channel:
         fw, target = self._forwards, self._target
         if target.path is not None:
             chan, _ = await conn.create_unix_connection(

@@ -230,13 +230,19 @@ class HubHarness:
 
 
 def hub_config(
-    tmp_path: Path, port_range: tuple[int, int], node_url: str, **nbd: Any
+    tmp_path: Path,
+    port_range: tuple[int, int],
+    node_url: str,
+    nodes: tuple[str, str] = ("node1", "node2"),
+    **nbd: Any,
 ) -> tuple[dict, dict[str, str]]:
-    """hub.toml content and the tokens {"admin", "node1", "node2"} it names."""
-    tokens = {who: f"{who}-{os.urandom(8).hex()}" for who in ("admin", "node1", "node2")}
+    """hub.toml content and the tokens {"admin", <node>, <other node>} it names; the
+    first node's API is `node_url`, the second's unreachable."""
+    first, second = nodes
+    tokens = {who: f"{who}-{os.urandom(8).hex()}" for who in ("admin", first, second)}
     admin = write_secret(tmp_path / "admin-token", tokens["admin"])
-    node_token = write_secret(tmp_path / "node1-token", tokens["node1"])
-    other_token = write_secret(tmp_path / "node2-token", tokens["node2"])
+    node_token = write_secret(tmp_path / f"{first}-token", tokens[first])
+    other_token = write_secret(tmp_path / f"{second}-token", tokens[second])
     return {
         "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": admin},
         "nbd": {
@@ -247,8 +253,8 @@ def hub_config(
         "repository": {"path": str(tmp_path / "repository")},
         "state": {"db": str(tmp_path / "state" / "hub.db")},
         "nodes": {
-            "node1": {"api_url": node_url, "token_file": node_token},
-            "node2": {"api_url": "http://127.0.0.1:9", "token_file": other_token},
+            first: {"api_url": node_url, "token_file": node_token},
+            second: {"api_url": "http://127.0.0.1:9", "token_file": other_token},
         },
     }, tokens
 
@@ -257,7 +263,8 @@ def hub_config(
 async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Factory: `await make_hub(ports=8, repository=None, state=None, **nbd_keys)`.
 
-    Returns a HubHarness: the hub and the node stand-in.
+    Returns a HubHarness: the hub and the node stand-in. `port_range` and `nodes`
+    set the slots and node ids (a hub behind tests/fixtures/sshd.py's policy).
     """
     stack: list[Any] = []
 
@@ -266,21 +273,23 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         repository: Path | None = None,
         state: Path | None = None,
         node2_live: bool = False,
+        port_range: tuple[int, int] | None = None,
+        nodes: tuple[str, str] = ("node1", "node2"),
         **nbd_keys: Any,
     ) -> HubHarness:
-        rng = free_port_range(ports)
+        rng = port_range or free_port_range(ports)
         node = NodeServer(token="")
         await node.__aenter__()
         stack.append(node)
-        raw, tokens = hub_config(tmp_path, rng, node.url, **nbd_keys)
+        raw, tokens = hub_config(tmp_path, rng, node.url, nodes, **nbd_keys)
         if repository is not None:
             raw["repository"]["path"] = str(repository)
         if state is not None:
             raw["state"]["db"] = str(state)
-        node.token = tokens["node1"]
+        node.token = tokens[nodes[0]]
         if node2_live:
-            raw["nodes"]["node2"]["api_url"] = node.url
-            node.other_tokens.append(tokens["node2"])
+            raw["nodes"][nodes[1]]["api_url"] = node.url
+            node.other_tokens.append(tokens[nodes[1]])
         hub = Hub(parse_config(raw, HubConfig))
         await hub.start()
         stack.append(hub)

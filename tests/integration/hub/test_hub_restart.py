@@ -113,11 +113,13 @@ async def wait_gone(pids: list[int]) -> list[int]:
     return left
 
 
-async def test_hub_killed_mid_job_restarts_with_nothing_held(hub_process):
+async def test_hub_killed_mid_job_restarts_with_nothing_held(hub_process, tmp_path):
     hub, (lo, hi) = hub_process
     await hub.start()
     backup_id, pids = await running_backup(hub)
     assert len(pids) == 2 and all(alive(p) for p in pids)
+    sockets = tmp_path / "nbd" / "node1"  # hub_config's socket_dir
+    assert sorted(p.name for p in sockets.iterdir()) == [f"{lo}.sock", f"{lo + 1}.sock"]
 
     assert await hub.stop(signal.SIGKILL) == -signal.SIGKILL
     await hub.start()
@@ -129,6 +131,7 @@ async def test_hub_killed_mid_job_restarts_with_nothing_held(hub_process):
     assert await hub.call("GET", "/api/v1/nbd/ports") == (200, [])
     assert await wait_gone(pids) == []
     assert not any(port_is_listening(p) for p in range(lo, hi + 1))
+    assert list(sockets.iterdir()) == []
     # The VM is free to be backed up again.
     await running_backup(hub)
     assert await hub.stop() == 0

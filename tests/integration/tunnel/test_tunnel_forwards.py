@@ -20,6 +20,11 @@ async def test_every_forward_carries_data_both_ways(sshd, hub_echo, start_tunnel
     tunnel = await start_tunnel()
     status = await tunnel.wait_up()
     assert status["forwards_total"] == len(hub_echo) + 1  # + the reverse forward
+    # The slots lead to node a's own sockets on the hub, and the status says so.
+    assert status["nbd_listen"] == "unix"
+    assert status["nbd_targets"] == (
+        f"{sshd.slot_socket(sshd.slots[0])} .. {sshd.slot_socket(sshd.slots[-1])}"
+    )
     for port in hub_echo:
         payload = os.urandom(512 * 1024)
         assert await echo_roundtrip(port, payload) == payload, f"port {port}"

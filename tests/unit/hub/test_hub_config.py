@@ -35,3 +35,28 @@ def test_hub_serve_refuses_it_in_one_line(tmp_path: Path):
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "nodes.site-a.token_file" in lines[0], run.stderr
+
+
+def test_nbd_defaults_are_the_isolated_layout():
+    nbd = HubConfig().nbd
+    assert (nbd.listen, nbd.socket_dir, nbd.tls_psk) == ("unix", "/run/sendense/nbd", False)
+    assert (nbd.port_range, nbd.max_exports) == ((10100, 10200), 404)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[nbd]\nlisten = "udp"\n', "nbd.listen"),
+        ('[nbd]\nsocket_dir = "run/nbd"\n', "nbd.socket_dir"),
+        ("[nbd]\nmax_exports = 0\n", "nbd.max_exports"),
+        ('[nodes."../b"]\ntoken_file = "/t"\n', "node id"),
+        ('[nodes.a]\ntoken_file = "/t"\n[nbd]\nsocket_dir = "/' + "x" * 100 + '"\n', "107 bytes"),
+    ],
+)
+def test_bad_nbd_layout_is_a_config_error_naming_it(tmp_path: Path, text: str, key: str):
+    path = tmp_path / "hub.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, HubConfig)
+    assert key in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1

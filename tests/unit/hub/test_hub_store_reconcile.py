@@ -12,9 +12,10 @@ import pytest
 from sendense_tools.config import parse_config
 from sendense_tools.hub.allocator import SlotAllocator
 from sendense_tools.hub.config import HubConfig
-from sendense_tools.hub.jobs import JobManager, safe_name
+from sendense_tools.hub.jobs import JobManager
 from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.store import Store
+from sendense_tools.hub.vminfo import safe_name
 from tests.fixtures.ports import free_port_range, port_is_listening
 
 

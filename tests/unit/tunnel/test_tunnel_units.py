@@ -12,6 +12,7 @@ from sendense_tools.tunnel.cli import tunnel
 from sendense_tools.tunnel.config import TunnelConfig
 from sendense_tools.tunnel.events import format_event
 from sendense_tools.tunnel.status import TunnelStatus, read_status, write_status
+from sendense_tools.tunnel.supervisor import forward_targets
 
 
 def test_backoff_doubles_to_the_cap_with_jitter_and_resets():
@@ -94,3 +95,30 @@ def test_status_cli_stale_file_of_dead_process_is_not_connected(tmp_path):
     r = _status_cli(tmp_path, st, "--json")
     assert r.exit_code == 1
     assert json.loads(r.output)["connected"] is False
+
+
+def test_slot_forwards_lead_to_this_node_s_sockets_by_default():
+    cfg = parse_config({"hub": {"user": "sdt-site-a"}}, TunnelConfig)
+    assert cfg.forwards.nbd_listen == "unix"
+    assert cfg.slot_target(10100) == "/run/sendense/nbd/site-a/10100.sock"
+    rendered = parse_config(
+        {"forwards": {"nbd_socket_dir": "/srv/nbd/site-a/"}}, TunnelConfig
+    )  # the role renders <hub socket_dir>/<node id>
+    assert rendered.slot_target(10200) == "/srv/nbd/site-a/10200.sock"
+    old = parse_config({"forwards": {"nbd_listen": "tcp"}}, TunnelConfig)
+    assert old.slot_target(10100) == "127.0.0.1:10100"
+
+
+def test_supervisor_forwards_every_slot_and_the_api_port():
+    cfg = parse_config({"hub": {"user": "sdt-b"}}, TunnelConfig)
+    targets = forward_targets(cfg)
+    assert len(targets) == 102
+    assert targets[10150].path == "/run/sendense/nbd/b/10150.sock"
+    assert (targets[8082].path, targets[8082].port) == (None, 8082)
+    old = forward_targets(parse_config({"forwards": {"nbd_listen": "tcp"}}, TunnelConfig))
+    assert (old[10150].path, old[10150].port) == (None, 10150)
+
+
+def test_a_relative_socket_dir_is_refused():
+    with pytest.raises(ConfigError, match=r"forwards\.nbd_socket_dir"):
+        parse_config({"forwards": {"nbd_socket_dir": "nbd/a"}}, TunnelConfig)
