@@ -12,7 +12,24 @@ from sendense_tools.api.body import read_model, read_query
 from sendense_tools.api.openapi import TEXT, Operation
 from sendense_tools.api.server import ApiError, json_ok, make_api
 from sendense_tools.hub.allocator import ExportCapReached, PoolExhausted
-from sendense_tools.hub.images import StorageError
+from sendense_tools.hub.errors import (
+    BackupNotFound,
+    Finishing,
+    JobUnknownToNode,
+    NodeError,
+    NodeNotFound,
+    NodeRefused,
+    NodeUnreachable,
+    NoDisks,
+    NotActive,
+    NotFinished,
+    StartAborted,
+    UnknownDisk,
+    VmBusy,
+    VmNotFound,
+)
+from sendense_tools.hub.exports import ExportError
+from sendense_tools.hub.images import ImageError, StorageError
 from sendense_tools.hub.jobs import JobManager
 from sendense_tools.hub.metrics import nbd_metrics, prometheus
 from sendense_tools.hub.schemas import (
@@ -37,16 +54,41 @@ STORAGE_CODES = {
 
 
 def make_authenticator(admin_token: str, node_tokens: dict[str, str]):
-    """Token -> principal: "admin" or a node id (a node's token names that node)."""
-    by_token = {t: n for n, t in node_tokens.items()}
+    """Token -> principal: "admin" or a node id (a node's token names that node).
+
+    `node_tokens` is read at each request: the hub's reload swaps its content.
+    """
 
     def authenticate(token: str) -> str | None:
         if token_matches(token, [admin_token]):
             return ADMIN
+        by_token = {t: n for n, t in node_tokens.items()}
         found = token_matches(token, by_token)
         return by_token[found] if found else None
 
     return authenticate
+
+
+# Each domain error's status and code; its message is the error's own text.
+STATUSES: dict[type[Exception], tuple[int, str]] = {
+    BackupNotFound: (404, "backup_not_found"),
+    NodeNotFound: (404, "node_not_found"),
+    VmNotFound: (404, "vm_not_found"),
+    VmBusy: (409, "vm_busy"),
+    NotActive: (409, "not_active"),
+    Finishing: (409, "finishing"),
+    NotFinished: (409, "not_finished"),
+    StartAborted: (409, "start_aborted"),
+    UnknownDisk: (422, "unknown_disk"),
+    NoDisks: (422, "no_disks"),
+    NodeError: (502, "node_error"),
+    NodeUnreachable: (502, "node_unreachable"),
+    JobUnknownToNode: (502, "node_error"),
+    ExportError: (502, "export_failed"),
+    ImageError: (502, "export_failed"),
+}
+# A node's refusal keeps its status when it is the client's to fix, else it is a 502.
+NODE_STATUSES_PASSED_ON = (400, 404, 409)
 
 
 def hub_errors(exc: Exception) -> ApiError | None:
@@ -68,6 +110,9 @@ def hub_errors(exc: Exception) -> ApiError | None:
             running=exc.running,
             max_exports=exc.cap,
         )
+    if isinstance(exc, NodeRefused):
+        status = exc.status if exc.status in NODE_STATUSES_PASSED_ON else 502
+        return ApiError(status, exc.code, str(exc))
     # getattr: only errors raised by sqlite itself carry the code.
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ApiError(507, "insufficient_storage", f"the hub's state database: {exc}")
@@ -76,6 +121,9 @@ def hub_errors(exc: Exception) -> ApiError | None:
             return ApiError(507, "insufficient_storage", str(exc))
         # Not the client's fault and not retryable by it: the operator must fix the repository.
         return ApiError(503, STORAGE_CODES.get(exc.errno, "storage_error"), str(exc))
+    for kind, (status, code) in STATUSES.items():
+        if isinstance(exc, kind):
+            return ApiError(status, code, str(exc))
     return None
 
 
@@ -88,7 +136,7 @@ def _visible(request: web.Request, backup_id: str) -> dict:
     who = _principal(request)
     # Other nodes' backups look absent rather than forbidden: ids do not leak.
     if record is None or (who != ADMIN and record["node"] != who):
-        raise ApiError(404, "backup_not_found", f"backup {backup_id} does not exist")
+        raise BackupNotFound(backup_id)
     return record
 
 
@@ -143,7 +191,7 @@ async def verify_backup(request: web.Request) -> web.Response:
 def _own_nodes(request: web.Request) -> list[str]:
     """The pools a caller may see: every node's for the admin, its own for a node."""
     who = _principal(request)
-    nodes = list(request.app[JOBS].config.nodes)
+    nodes = list(request.app[JOBS].nodes)
     return nodes if who == ADMIN else [who]
 
 
@@ -158,7 +206,7 @@ async def nbd_pool_metrics(request: web.Request) -> web.Response:
     pools = jobs.pools(_own_nodes(request))
     return json_ok(
         nbd_metrics(
-            jobs.allocator.hub_metrics(list(jobs.config.nodes)),
+            jobs.allocator.hub_metrics(list(jobs.nodes)),
             pools,
             jobs.qemu_nbd_processes(),
             jobs.allocator.max_exports,
@@ -173,7 +221,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
     text = prometheus(
-        jobs.allocator.hub_metrics(list(jobs.config.nodes)),
+        jobs.allocator.hub_metrics(list(jobs.nodes)),
         jobs.pools(_own_nodes(request)),
         jobs.qemu_nbd_processes(),
         jobs.allocator.max_exports,

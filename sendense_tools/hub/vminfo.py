@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from sendense_tools.api.fields import MAX_INT64
-from sendense_tools.api.server import ApiError
+from sendense_tools.hub.errors import NodeError, NoDisks
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -18,15 +18,15 @@ def safe_name(value: str) -> str:
 
 
 def check_vm_info(node: str, vm: str, info: object) -> dict[str, Any]:
-    def bad(why: str) -> ApiError:
-        return ApiError(502, "node_error", f"node {node} described VM {vm!r} badly: {why}")
+    def bad(why: str) -> NodeError:
+        return NodeError(f"node {node} described VM {vm!r} badly: {why}")
 
     if not isinstance(info, dict) or not isinstance(info.get("disks"), list):
         raise bad("no disk list")
     if not isinstance(info.get("name"), str) or not info["name"]:
         raise bad("no name")
     if not info["disks"]:
-        raise ApiError(422, "no_disks", f"VM {vm!r} has no disks to back up")
+        raise NoDisks(vm)
     seen = set()
     for disk in info["disks"]:
         if not isinstance(disk, dict) or not isinstance(disk.get("disk_id"), str):

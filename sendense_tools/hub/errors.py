@@ -1,0 +1,81 @@
+"""The hub's domain errors: what went wrong with a backup, in words for a person.
+
+The hub layers raise these; `hub/api.py` gives each its HTTP status in one table.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """A hub failure with a one-line message for a person."""
+
+
+class BackupNotFound(HubError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"backup {job_id} does not exist")
+
+
+class NotActive(HubError):
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"backup {job_id} is {status}")
+
+
+class Finishing(HubError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"backup {job_id} is already finishing")
+
+
+class NotFinished(HubError):
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"backup {job_id} is still {status}")
+
+
+class StartAborted(HubError):
+    """The job ended (cancelled, node removed) while its exports were being started."""
+
+
+class UnknownDisk(HubError):
+    def __init__(self, job_id: str, disk_id: str) -> None:
+        super().__init__(f"backup {job_id} has no disk {disk_id!r}")
+
+
+class NodeNotFound(HubError):
+    def __init__(self, node: str) -> None:
+        super().__init__(f"node {node!r} is not configured on this hub")
+
+
+class VmBusy(HubError):
+    def __init__(self, vm: str, active: str | None) -> None:
+        which = f" (backup {active})" if active else ""
+        super().__init__(f"VM {vm!r} is already being backed up{which}")
+
+
+class VmNotFound(HubError):
+    pass
+
+
+class NoDisks(HubError):
+    def __init__(self, vm: str) -> None:
+        super().__init__(f"VM {vm!r} has no disks to back up")
+
+
+class NodeError(HubError):
+    """The node answered, but not something the hub can use."""
+
+
+class NodeUnreachable(HubError):
+    """No answer from the node: whether it acted on the call is unknown."""
+
+
+class NodeRefused(HubError):
+    """The node answered the start with an error: it did not start the backup."""
+
+    def __init__(self, node: str, status: int, code: str, message: str) -> None:
+        super().__init__(f"node {node} refused the backup: {message}")
+        self.status = status
+        self.code = code
+
+
+class JobUnknownToNode(HubError):
+    def __init__(self, node: str, job_id: str) -> None:
+        super().__init__(f"node {node} does not know backup {job_id} (node restarted?)")

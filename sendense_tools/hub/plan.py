@@ -1,0 +1,44 @@
+"""What a new job will hold: one spec per disk (slot, export, image), its targets, its PSK."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sendense_tools.hub.images import StorageError
+from sendense_tools.hub.job import Job
+from sendense_tools.hub.nbdtls import write_tls_dir
+from sendense_tools.hub.repository import Repository
+
+
+def disk_specs(repo: Repository, job: Job, disks: list[dict], slots: list[int]) -> list[dict]:
+    return [
+        {
+            "disk_id": disk["disk_id"],
+            "capacity": disk["capacity"],
+            "nbd_port": slot,
+            "export_name": repo.export_name(job.vm, job.id, i),
+            "qcow2_path": str(repo.disk_path(job.vm, job.id, i)),
+        }
+        for i, (disk, slot) in enumerate(zip(disks, slots, strict=True))
+    ]
+
+
+def nbd_targets(host: str, specs: list[dict[str, Any]]) -> str:
+    """The seed's form: the host and port are the node's forward of each slot."""
+    return ",".join(
+        f"{s['disk_id']}:nbd://{host}:{s['nbd_port']}/{s['export_name']}" for s in specs
+    )
+
+
+def write_psk(key_root: Path, job: Job) -> str:
+    assert job.key_dir is not None and job.tls_username is not None
+    psk = secrets.token_hex(32)
+    try:
+        key_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_tls_dir(job.key_dir, job.tls_username, psk)
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else job.key_dir
+        raise StorageError(where, exc.errno or 0, exc.strerror or str(exc)) from None
+    return psk

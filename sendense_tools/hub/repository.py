@@ -1,0 +1,22 @@
+"""Where a job's files live: `<repository>/<vm>/<backup id>/disk<N>.qcow2`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sendense_tools.hub.vminfo import safe_name
+
+
+class Repository:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def job_dir(self, vm: str, job_id: str) -> Path:
+        return self.root / safe_name(vm) / job_id
+
+    def disk_path(self, vm: str, job_id: str, index: int) -> Path:
+        return self.job_dir(vm, job_id) / f"disk{index}.qcow2"
+
+    @staticmethod
+    def export_name(vm: str, job_id: str, index: int) -> str:
+        return f"{safe_name(vm)}-{job_id[:8]}-disk{index}"
