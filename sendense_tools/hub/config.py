@@ -64,6 +64,12 @@ class StateSection(Strict):
     db: str = "/var/lib/sendense/hub.db"
 
 
+class JobsSection(Strict):
+    # Seconds without a progress report before the hub asks the node about a job
+    # (the node reports at least every 30 s while it copies).
+    stall_timeout: float = Field(default=300.0, gt=0)
+
+
 class NodeEntry(Strict):
     api_url: str = "http://127.0.0.1:9081"
     # Per-node token: the hub uses it to call the node and to tell which node
@@ -78,6 +84,7 @@ class HubConfig(Strict):
     nbd: NbdSection = NbdSection()
     repository: RepositorySection = RepositorySection()
     state: StateSection = StateSection()
+    jobs: JobsSection = JobsSection()
     nodes: dict[str, NodeEntry] = {}
 
     @model_validator(mode="after")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +22,25 @@ class Job:
     key_dir: Path | None = None
     tls_username: str | None = None
     node_started: bool = False
+    # The task starting the job, until the node took it: an end asked for meanwhile
+    # cancels that task (`ending` says how the job ends), which then tears down
+    # everything it started, including what it was starting at that moment.
+    starter: asyncio.Task | None = None
+    ending: tuple[str, str] | None = None
     # Set once the job is on its way out; later crash reports and cancels are ignored.
     closing: bool = False
+    # Stall detection: when the node last reported, and a wake-up when it does.
+    last_report: float = field(default_factory=time.monotonic)
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task | None = None
 
     @property
     def psk_file(self) -> Path | None:
         return self.key_dir / "keys.psk" if self.key_dir else None
+
+    def report_seen(self) -> None:
+        self.last_report = time.monotonic()
+        self.reported.set()
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_report

@@ -1,8 +1,10 @@
 """Backup job lifecycle: start (node -> slots -> exports -> node), progress, finish, cancel.
 
-Whatever path a job leaves by (node refusal, qemu-nbd crash, cancel, final
-report, hub stop), it goes through `_terminate`, which stops every export,
-frees every slot and removes the PSK directory exactly once.
+Whatever path a job leaves by (node refusal, qemu-nbd crash, cancel, stall,
+node removed, final report, hub stop), it goes through `_teardown` or `_finish`,
+which stop every export, free every slot and remove the PSK directory exactly
+once. While a job is still starting, an end asked for from outside cancels the
+starting task instead, so that nothing it was starting outlives the job.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sendense_tools.hub.errors import (
     NodeRefused,
     NotActive,
     NotFinished,
+    StartAborted,
     UnknownDisk,
     VmBusy,
 )
@@ -36,7 +39,8 @@ from sendense_tools.hub.plan import disk_specs, nbd_targets, write_psk
 from sendense_tools.hub.reconcile import remove_key_dirs, stop_leftovers
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.sockets import ExportLayout
-from sendense_tools.hub.store import ACTIVE, Store
+from sendense_tools.hub.stall import ask_node
+from sendense_tools.hub.store import ACTIVE, FINALIZING, Store
 from sendense_tools.hub.verify import ImageChecker
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,18 @@ class JobManager:
         entry = self.nodes[node]
         return NodeClient(node, entry.api_url, self.node_tokens[node], self.config.api.node_timeout)
 
+    def set_nodes(self, nodes: dict[str, NodeEntry], node_tokens: dict[str, str]) -> None:
+        """The reloaded node table; a removed node's running jobs are cancelled."""
+        removed = set(self.nodes) - set(nodes)
+        self.nodes = dict(nodes)
+        # In place: the API's authenticator reads this same mapping.
+        self.node_tokens.clear()
+        self.node_tokens.update(node_tokens)
+        for job in list(self._jobs.values()):
+            if job.node in removed:
+                log.warning("backup %s: node %s removed from the hub", job.id, job.node)
+                self._end(job, "cancelled", "node removed from the hub")
+
     def pools(self, nodes: list[str]) -> dict[str, PoolMetrics]:
         return {node: self.allocator.metrics(node) for node in nodes}
 
@@ -121,6 +137,7 @@ class JobManager:
                 reserved.append((node, name))
             disks = info["disks"]
             job = Job(id=str(uuid.uuid4()), node=node, vm=name, client=client)
+            job.starter = asyncio.current_task()
             # PoolExhausted and ExportCapReached go up as they are: the API maps them to 503.
             slots = self.allocator.allocate(job.id, node, len(disks))
             try:
@@ -154,10 +171,8 @@ class JobManager:
         return specs
 
     async def _bring_up(self, job: Job, specs: list[dict[str, Any]], info: dict) -> None:
-        psk: str | None = None
         try:
-            if job.key_dir is not None:
-                psk = write_psk(self.key_root, job)
+            psk = write_psk(self.key_root, job) if job.key_dir is not None else None
             await asyncio.gather(
                 *(create_image(Path(s["qcow2_path"]), s["capacity"]) for s in specs)
             )
@@ -174,8 +189,6 @@ class JobManager:
                 job.exports[s["disk_id"]] = export
                 self.store.set_pid(job.node, s["nbd_port"], export.pid)
             await asyncio.gather(*(e.wait_ready() for e in job.exports.values()))
-            if job.closing:
-                raise ExportError(self.store.job_row(job.id)["error"])  # type: ignore[index]
             body = {
                 "job_id": job.id,
                 "vm": info.get("moref") or job.vm,
@@ -184,19 +197,37 @@ class JobManager:
             }
             job.node_started = True
             await job.client.start(body)
-            if job.closing:
-                raise ExportError(self.store.job_row(job.id)["error"])  # type: ignore[index]
-            self.store.set_status(job.id, "running")
         except NodeRefused as exc:
             job.node_started = False
-            await self._terminate(job, "failed", str(exc))
+            await self._fail_start(job, "failed", str(exc))
             raise
         except (ExportError, ImageError, StorageError, HubError) as exc:
-            await self._terminate(job, "failed", str(exc))
+            await self._fail_start(job, "failed", str(exc))
             raise
+        except asyncio.CancelledError as exc:
+            if job.ending is None:
+                await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
+                raise
+            # Our own cancel (see `_end`): the job ends, the caller hears why.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            status, reason = job.ending
+            await self._fail_start(job, status, reason)
+            if status == "cancelled":
+                raise StartAborted(f"backup {job.id} {reason}") from None
+            raise ExportError(reason) from None
         except BaseException as exc:
-            await asyncio.shield(self._terminate(job, "failed", f"start interrupted: {exc!r}"))
+            await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
             raise
+        job.starter = None
+        if job.closing:
+            return  # the node's final report came during the start call
+        self.store.set_status(job.id, "running")
+        job.watcher = self._spawn(self._watch(job), interruptible=True)
+
+    async def _fail_start(self, job: Job, status: str, reason: str) -> None:
+        job.starter = None
+        job.closing = True
+        await asyncio.shield(self._teardown(job, status, reason))
 
     # -- crash, cancel, stop --------------------------------------------------
 
@@ -206,21 +237,38 @@ class JobManager:
                 return
             reason = export.exit_reason()
             log.error("backup %s: %s", job.id, reason)
-            self._spawn(self._terminate(job, "failed", reason))
+            self._end(job, "failed", reason)
 
         return on_exit
 
-    async def _terminate(self, job: Job, status: str, reason: str | None) -> None:
+    def _end(self, job: Job, status: str, reason: str) -> asyncio.Task | None:
+        """End a job from outside its own flow; the task to wait on, None if it is ending."""
         if job.closing:
-            return
+            return None
+        if job.starter is not None:
+            if job.ending is None:
+                job.ending = (status, reason)
+                job.starter.cancel()
+            return job.starter
         job.closing = True
+        return self._spawn(self._teardown(job, status, reason))
+
+    async def _teardown(self, job: Job, status: str, reason: str) -> None:
         try:
-            if job.node_started and status != "completed":
+            if job.node_started:
                 await job.client.cancel(job.id)
             await self._stop_exports(job)
         finally:
             self._release(job)
-            self.store.set_status(job.id, status, reason)
+            self._conclude(job.id, status, reason)
+
+    def _conclude(self, job_id: str, status: str, reason: str | None = None) -> None:
+        """Record how a job ended; a failed or cancelled job's images are removed."""
+        self.store.set_status(job_id, status, reason)
+        if status != "completed":
+            row = self.store.job_row(job_id)
+            assert row is not None
+            self.repository.remove_job(row["vm"], job_id)
 
     async def _stop_exports(self, job: Job) -> None:
         results = await asyncio.gather(
@@ -231,6 +279,8 @@ class JobManager:
                 log.error("backup %s: stopping an export failed: %r", job.id, result)
 
     def _release(self, job: Job) -> None:
+        if job.watcher is not None and job.watcher is not asyncio.current_task():
+            job.watcher.cancel()
         self.allocator.release_job(job.id)
         self.store.release_allocations(job.id)
         if job.key_dir is not None:
@@ -250,46 +300,97 @@ class JobManager:
 
     async def cancel(self, job_id: str, who: str) -> dict[str, Any]:
         job = self._active_job(job_id)
-        await asyncio.shield(self._spawn(self._terminate(job, "cancelled", f"cancelled by {who}")))
+        ending = self._end(job, "cancelled", f"cancelled by {who}")
+        if ending is not None:
+            # wait, not await: a starting job's task ends with StartAborted, for its caller.
+            await asyncio.wait({ending})
         return self.store.record(job_id) or {}
 
     # -- progress and completion ----------------------------------------------
 
     def progress(self, job_id: str, report: dict[str, Any]) -> dict[str, Any]:
         job = self._active_job(job_id)
+        if job.ending is not None:
+            raise Finishing(job_id)
+        if not job.node_started:
+            raise NotActive(job_id, "pending")
         known = set(job.exports)
         for d in report["disks"]:
             if d["disk_id"] not in known:
                 raise UnknownDisk(job_id, d["disk_id"])
-        self.store.record_progress(job_id, report.get("snapshot"), report["disks"])
-        if report["status"] in ("completed", "failed"):
-            job.closing = True
-            self._spawn(self._finish(job, report), interruptible=True)
+        job.report_seen()
+        if report["status"] == "running":
+            self.store.record_progress(job_id, report.get("snapshot"), report["disks"])
+        else:
+            self._take_final(job, report)
         return self.store.record(job_id) or {}
+
+    def _take_final(self, job: Job, report: dict[str, Any]) -> None:
+        # A completed copy is the node's to keep no more: persisted before the
+        # flush, so that a hub restart from here on verifies it again.
+        phase = FINALIZING if report["status"] == "completed" else None
+        self.store.record_progress(job.id, report.get("snapshot"), report["disks"], phase)
+        job.closing = True
+        self._spawn(self._finish(job, report), interruptible=True)
+
+    async def _watch(self, job: Job) -> None:
+        """Ask the node about a job that has not reported for `[jobs] stall_timeout`."""
+        timeout = self.config.jobs.stall_timeout
+        while not job.closing:
+            job.reported.clear()
+            try:
+                await asyncio.wait_for(job.reported.wait(), timeout)
+                continue
+            except TimeoutError:
+                pass
+            verdict = await ask_node(job)
+            if job.closing:
+                return
+            if verdict.report is not None:
+                log.warning("backup %s: final report taken from node %s", job.id, job.node)
+                self._take_final(job, verdict.report)
+            elif verdict.reason is not None:
+                log.error("backup %s: %s", job.id, verdict.reason)
+                self._end(job, "failed", verdict.reason)
 
     async def _finish(self, job: Job, report: dict[str, Any]) -> None:
         """Flush, stop, free, then compare each qcow2's SHA-256 to the node's."""
+        failed = report["status"] == "failed"
+        node_reason = f"node: {report.get('error') or 'node reported failure'}"
         try:
             try:
                 flush_errors = await self._flush_all(job)
             finally:
                 await asyncio.shield(self._stop_exports(job))
                 self._release(job)
-            if report["status"] == "failed":
-                reason = report.get("error") or "node reported failure"
-                self.store.set_status(job.id, "failed", f"node: {reason}")
-                return
-            if flush_errors:
-                self.store.set_status(job.id, "failed", "; ".join(flush_errors))
-                return
-            mismatches = await self.images.check(job.id)
-            if mismatches:
-                self.store.set_status(job.id, "failed", "; ".join(mismatches))
+            if failed:
+                self._conclude(job.id, "failed", node_reason)
+            elif flush_errors:
+                self._conclude(job.id, "failed", "; ".join(flush_errors))
             else:
-                self.store.set_status(job.id, "completed")
-        except BaseException as exc:
-            self.store.set_status(job.id, "failed", f"finalizing failed: {exc!r}")
+                await self._verify_and_conclude(job.id)
+        except asyncio.CancelledError:
+            # The hub is stopping: a finalizing job stays so, for the next start.
+            if failed:
+                self._conclude(job.id, "failed", node_reason)
             raise
+        except Exception as exc:
+            self._conclude(job.id, "failed", f"finalizing failed: {exc!r}")
+
+    async def _verify_and_conclude(self, job_id: str) -> None:
+        mismatches = await self.images.check(job_id)
+        if mismatches:
+            self._conclude(job_id, "failed", "; ".join(mismatches))
+        else:
+            self._conclude(job_id, "completed")
+
+    async def _resume(self, job_id: str) -> None:
+        """A job the last run was finalizing: its exports are stopped, verify it again."""
+        log.warning("backup %s: verifying again after a hub restart", job_id)
+        try:
+            await self._verify_and_conclude(job_id)
+        except Exception as exc:
+            self._conclude(job_id, "failed", f"finalizing failed: {exc!r}")
 
     async def _flush_all(self, job: Job) -> list[str]:
         results = await asyncio.gather(
@@ -314,26 +415,34 @@ class JobManager:
     # -- start-up and shut-down -----------------------------------------------
 
     async def reconcile(self) -> list[str]:
-        """After a restart: stop leftover qemu-nbd, free slots, fail unfinished jobs."""
+        """After a restart: stop leftover qemu-nbd, free slots, fail unfinished jobs
+        (and verify again those the last run was finalizing). The failed ids."""
         await stop_leftovers(self.store, self.layout, set(self.nodes))
         remove_key_dirs(self.key_root)
-        failed = self.store.active_jobs()
-        for job_id in failed:
-            self.store.set_status(job_id, "failed", "hub restarted")
+        failed = []
+        for job_id in self.store.active_jobs():
+            if self.store.finalizing(job_id):
+                self._spawn(self._resume(job_id), interruptible=True)
+            else:
+                self._conclude(job_id, "failed", "hub restarted")
+                failed.append(job_id)
         return failed
 
     async def shutdown(self) -> None:
-        """Hub stopping: every job still in flight fails and every qemu-nbd stops."""
+        """Hub stopping: every job still in flight fails and every qemu-nbd stops;
+        a job being finalized is left so, for the next start to verify."""
         for task in list(self._interruptible):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(
-            *(self._terminate(j, "failed", "hub stopped") for j in list(self._jobs.values())),
-            return_exceptions=True,
-        )
+        for job in list(self._jobs.values()):
+            if not job.closing:
+                job.closing = True
+                self._spawn(self._teardown(job, "failed", "hub stopped"))
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         # Jobs whose own teardown was cut short still hold processes: stop them here.
         for job in list(self._jobs.values()):
             await self._stop_exports(job)
             self._release(job)
         for job_id in self.store.active_jobs():
-            self.store.set_status(job_id, "failed", "hub stopped")
+            if not self.store.finalizing(job_id):
+                self._conclude(job_id, "failed", "hub stopped")

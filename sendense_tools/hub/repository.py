@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 
 from sendense_tools.hub.vminfo import safe_name
@@ -20,3 +22,11 @@ class Repository:
     @staticmethod
     def export_name(vm: str, job_id: str, index: int) -> str:
         return f"{safe_name(vm)}-{job_id[:8]}-disk{index}"
+
+    def remove_job(self, vm: str, job_id: str) -> None:
+        """A failed or cancelled job's images go: only restore points stay."""
+        folder = self.job_dir(vm, job_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        # The VM's folder goes with its last job; one still holding points stays.
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()

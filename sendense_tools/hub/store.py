@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 ACTIVE = ("pending", "running")
+# A running job whose node's final report was taken: a restart verifies it again.
+FINALIZING = "finalizing"
 
 # One node's slot is one row: slots repeat across nodes.
 ALLOCATIONS = """
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     snapshot TEXT,
     nbd_targets TEXT NOT NULL DEFAULT '',
     tls_username TEXT,
-    key_dir TEXT
+    key_dir TEXT,
+    phase TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS disks (
@@ -87,6 +90,9 @@ class Store:
         columns = [r["name"] for r in self._db.execute("PRAGMA table_info(allocations)")]
         if "node" not in columns:
             self._db.executescript(f"BEGIN IMMEDIATE;{MIGRATE_ALLOCATIONS}COMMIT;")
+        columns = [r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")]
+        if "phase" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN phase TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -132,21 +138,29 @@ class Store:
         )
 
     def set_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        """A final status ends the job's phase too."""
         finished = None if status in ACTIVE else now()
         self._tx(
             [
                 (
-                    "UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = ?"
-                    " WHERE id = ?",
-                    (status, error, finished, job_id),
+                    "UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = ?,"
+                    " phase = CASE WHEN ? IS NULL THEN phase END WHERE id = ?",
+                    (status, error, finished, finished, job_id),
                 )
             ]
         )
 
     def record_progress(
-        self, job_id: str, snapshot: str | None, disks: list[dict[str, Any]]
+        self,
+        job_id: str,
+        snapshot: str | None,
+        disks: list[dict[str, Any]],
+        phase: str | None = None,
     ) -> None:
+        """A report's numbers (and, for the final one, the job's new phase) at once."""
         stmts: list[tuple[str, tuple]] = []
+        if phase is not None:
+            stmts.append(("UPDATE jobs SET phase = ? WHERE id = ?", (phase, job_id)))
         if snapshot is not None:
             stmts.append(("UPDATE jobs SET snapshot = ? WHERE id = ?", (snapshot, job_id)))
         for d in disks:
@@ -191,6 +205,10 @@ class Store:
             "SELECT id FROM jobs WHERE status IN (?, ?) ORDER BY created_at", ACTIVE
         )
         return [r["id"] for r in rows]
+
+    def finalizing(self, job_id: str) -> bool:
+        row = self._db.execute("SELECT phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is not None and row["phase"] == FINALIZING
 
     def active_job_for_vm(self, node: str, vm: str) -> str | None:
         row = self._db.execute(

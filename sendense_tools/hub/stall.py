@@ -1,0 +1,70 @@
+"""A job the node stopped reporting on: what the node's own answer says to do with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from sendense_tools.hub.errors import JobUnknownToNode, NodeError, NodeUnreachable
+from sendense_tools.hub.job import Job
+from sendense_tools.hub.schemas import ProgressReport
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Exactly one of: keep waiting (neither set), fail with `reason`, finalize `report`."""
+
+    reason: str | None = None
+    report: dict[str, Any] | None = None
+
+
+KEEP_WAITING = Verdict()
+
+
+async def ask_node(job: Job) -> Verdict:
+    silent = job.silent_for()
+    try:
+        answer = await job.client.job(job.id)
+    except JobUnknownToNode as exc:
+        return Verdict(reason=str(exc))
+    except (NodeUnreachable, NodeError) as exc:
+        return Verdict(reason=f"no progress report for {silent:.0f} s and {exc}")
+    return judge(job, answer)
+
+
+def judge(job: Job, answer: dict[str, Any]) -> Verdict:
+    """The node's `GET /api/v1/backup/{id}` answer as a verdict on the hub's job."""
+    status = answer["status"]
+    if status == "running":
+        return KEEP_WAITING
+    if status != "completed":
+        why = answer.get("error") or status
+        return Verdict(reason=f"node {job.node}: {why}")
+    # The final report that never arrived, rebuilt from the node's record of it.
+    try:
+        report = ProgressReport.model_validate(
+            {
+                "status": "completed",
+                "snapshot": answer.get("snapshot"),
+                "disks": answer.get("disks") or [],
+            }
+        ).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return Verdict(
+            reason=f"node {job.node} reported an unusable result: {where}: {first['msg']}"
+        )
+    unknown = sorted({d["disk_id"] for d in report["disks"]} - set(job.exports))
+    if unknown:
+        return Verdict(reason=f"node {job.node} reports unknown disks {', '.join(unknown)}")
+    reported = {d["disk_id"] for d in report["disks"] if d["sha256"]}
+    missing = sorted(set(job.exports) - reported)
+    if missing:
+        return Verdict(
+            reason=f"node {job.node} reports backup {job.id} completed, "
+            f"without the sha256 of {', '.join(missing)}"
+        )
+    return Verdict(report=report)
