@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 from sendense_tools.hub.allocator import PoolMetrics, SlotAllocator
 from sendense_tools.hub.config import HubConfig, NodeEntry
+from sendense_tools.hub.endings import Endings
 from sendense_tools.hub.errors import (
     BackupNotFound,
     Finishing,
@@ -35,11 +35,11 @@ from sendense_tools.hub.images import ImageError, StorageError, create_image
 from sendense_tools.hub.job import Job
 from sendense_tools.hub.nodeclient import NodeClient
 from sendense_tools.hub.options import ExportOptions
-from sendense_tools.hub.plan import disk_specs, nbd_targets, write_psk
+from sendense_tools.hub.plan import disk_specs, job_row, write_psk
 from sendense_tools.hub.reconcile import remove_key_dirs, stop_leftovers
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.sockets import ExportLayout
-from sendense_tools.hub.stall import ask_node
+from sendense_tools.hub.stall import watch
 from sendense_tools.hub.store import ACTIVE, FINALIZING, Store
 from sendense_tools.hub.verify import ImageChecker
 
@@ -72,6 +72,7 @@ class JobManager:
         # Start and finish tasks may be cancelled at shutdown; teardown tasks run to the end.
         self._interruptible: set[asyncio.Task] = set()
         self.images = ImageChecker(store)
+        self.endings = Endings(store, allocator, self.repository, self.images, self._jobs)
 
     # -- helpers --------------------------------------------------------------
 
@@ -157,17 +158,7 @@ class JobManager:
         if self.config.nbd.tls_psk:
             job.key_dir = self.key_root / job.id
             job.tls_username = f"sendense-{job.id[:8]}"
-        self.store.create_job(
-            {
-                "id": job.id,
-                "vm": job.vm,
-                "node": job.node,
-                "nbd_targets": nbd_targets(self.layout.target_host(), specs),
-                "tls_username": job.tls_username,
-                "key_dir": str(job.key_dir) if job.key_dir else None,
-            },
-            specs,
-        )
+        self.store.create_job(job_row(job, self.layout.target_host(), specs), specs)
         return specs
 
     async def _bring_up(self, job: Job, specs: list[dict[str, Any]], info: dict) -> None:
@@ -222,12 +213,13 @@ class JobManager:
         if job.closing:
             return  # the node's final report came during the start call
         self.store.set_status(job.id, "running")
-        job.watcher = self._spawn(self._watch(job), interruptible=True)
+        watching = watch(job, self.config.jobs.stall_timeout, self._take_final, self._end)
+        job.watcher = self._spawn(watching, interruptible=True)
 
     async def _fail_start(self, job: Job, status: str, reason: str) -> None:
         job.starter = None
         job.closing = True
-        await asyncio.shield(self._teardown(job, status, reason))
+        await asyncio.shield(self.endings.teardown(job, status, reason))
 
     # -- crash, cancel, stop --------------------------------------------------
 
@@ -251,41 +243,7 @@ class JobManager:
                 job.starter.cancel()
             return job.starter
         job.closing = True
-        return self._spawn(self._teardown(job, status, reason))
-
-    async def _teardown(self, job: Job, status: str, reason: str) -> None:
-        try:
-            if job.node_started:
-                await job.client.cancel(job.id)
-            await self._stop_exports(job)
-        finally:
-            self._release(job)
-            self._conclude(job.id, status, reason)
-
-    def _conclude(self, job_id: str, status: str, reason: str | None = None) -> None:
-        """Record how a job ended; a failed or cancelled job's images are removed."""
-        self.store.set_status(job_id, status, reason)
-        if status != "completed":
-            row = self.store.job_row(job_id)
-            assert row is not None
-            self.repository.remove_job(row["vm"], job_id)
-
-    async def _stop_exports(self, job: Job) -> None:
-        results = await asyncio.gather(
-            *(e.stop() for e in job.exports.values()), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                log.error("backup %s: stopping an export failed: %r", job.id, result)
-
-    def _release(self, job: Job) -> None:
-        if job.watcher is not None and job.watcher is not asyncio.current_task():
-            job.watcher.cancel()
-        self.allocator.release_job(job.id)
-        self.store.release_allocations(job.id)
-        if job.key_dir is not None:
-            shutil.rmtree(job.key_dir, ignore_errors=True)
-        self._jobs.pop(job.id, None)
+        return self._spawn(self.endings.teardown(job, status, reason))
 
     def _active_job(self, job_id: str) -> Job:
         row = self.store.job_row(job_id)
@@ -331,77 +289,7 @@ class JobManager:
         phase = FINALIZING if report["status"] == "completed" else None
         self.store.record_progress(job.id, report.get("snapshot"), report["disks"], phase)
         job.closing = True
-        self._spawn(self._finish(job, report), interruptible=True)
-
-    async def _watch(self, job: Job) -> None:
-        """Ask the node about a job that has not reported for `[jobs] stall_timeout`."""
-        timeout = self.config.jobs.stall_timeout
-        while not job.closing:
-            job.reported.clear()
-            try:
-                await asyncio.wait_for(job.reported.wait(), timeout)
-                continue
-            except TimeoutError:
-                pass
-            verdict = await ask_node(job)
-            if job.closing:
-                return
-            if verdict.report is not None:
-                log.warning("backup %s: final report taken from node %s", job.id, job.node)
-                self._take_final(job, verdict.report)
-            elif verdict.reason is not None:
-                log.error("backup %s: %s", job.id, verdict.reason)
-                self._end(job, "failed", verdict.reason)
-
-    async def _finish(self, job: Job, report: dict[str, Any]) -> None:
-        """Flush, stop, free, then compare each qcow2's SHA-256 to the node's."""
-        failed = report["status"] == "failed"
-        node_reason = f"node: {report.get('error') or 'node reported failure'}"
-        try:
-            try:
-                flush_errors = await self._flush_all(job)
-            finally:
-                await asyncio.shield(self._stop_exports(job))
-                self._release(job)
-            if failed:
-                self._conclude(job.id, "failed", node_reason)
-            elif flush_errors:
-                self._conclude(job.id, "failed", "; ".join(flush_errors))
-            else:
-                await self._verify_and_conclude(job.id)
-        except asyncio.CancelledError:
-            # The hub is stopping: a finalizing job stays so, for the next start.
-            if failed:
-                self._conclude(job.id, "failed", node_reason)
-            raise
-        except Exception as exc:
-            self._conclude(job.id, "failed", f"finalizing failed: {exc!r}")
-
-    async def _verify_and_conclude(self, job_id: str) -> None:
-        mismatches = await self.images.check(job_id)
-        if mismatches:
-            self._conclude(job_id, "failed", "; ".join(mismatches))
-        else:
-            self._conclude(job_id, "completed")
-
-    async def _resume(self, job_id: str) -> None:
-        """A job the last run was finalizing: its exports are stopped, verify it again."""
-        log.warning("backup %s: verifying again after a hub restart", job_id)
-        try:
-            await self._verify_and_conclude(job_id)
-        except Exception as exc:
-            self._conclude(job_id, "failed", f"finalizing failed: {exc!r}")
-
-    async def _flush_all(self, job: Job) -> list[str]:
-        results = await asyncio.gather(
-            *(e.flush(job.tls_username, job.psk_file) for e in job.exports.values()),
-            return_exceptions=True,
-        )
-        return [
-            str(r) if isinstance(r, ExportError) else f"{d}: {r!r}"
-            for d, r in zip(job.exports, results, strict=True)
-            if isinstance(r, BaseException)
-        ]
+        self._spawn(self.endings.finish(job, report), interruptible=True)
 
     async def verify(self, job_id: str) -> dict[str, Any]:
         """Re-read every qcow2 of a finished backup and compare to the recorded SHA-256."""
@@ -422,9 +310,9 @@ class JobManager:
         failed = []
         for job_id in self.store.active_jobs():
             if self.store.finalizing(job_id):
-                self._spawn(self._resume(job_id), interruptible=True)
+                self._spawn(self.endings.resume(job_id), interruptible=True)
             else:
-                self._conclude(job_id, "failed", "hub restarted")
+                self.endings.conclude(job_id, "failed", "hub restarted")
                 failed.append(job_id)
         return failed
 
@@ -437,12 +325,12 @@ class JobManager:
         for job in list(self._jobs.values()):
             if not job.closing:
                 job.closing = True
-                self._spawn(self._teardown(job, "failed", "hub stopped"))
+                self._spawn(self.endings.teardown(job, "failed", "hub stopped"))
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Jobs whose own teardown was cut short still hold processes: stop them here.
         for job in list(self._jobs.values()):
-            await self._stop_exports(job)
-            self._release(job)
+            await self.endings.stop_exports(job)
+            self.endings.release(job)
         for job_id in self.store.active_jobs():
             if not self.store.finalizing(job_id):
-                self._conclude(job_id, "failed", "hub stopped")
+                self.endings.conclude(job_id, "failed", "hub stopped")

@@ -32,6 +32,17 @@ def nbd_targets(host: str, specs: list[dict[str, Any]]) -> str:
     )
 
 
+def job_row(job: Job, host: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "vm": job.vm,
+        "node": job.node,
+        "nbd_targets": nbd_targets(host, specs),
+        "tls_username": job.tls_username,
+        "key_dir": str(job.key_dir) if job.key_dir else None,
+    }
+
+
 def write_psk(key_root: Path, job: Job) -> str:
     assert job.key_dir is not None and job.tls_username is not None
     psk = secrets.token_hex(32)

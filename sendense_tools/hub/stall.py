@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,32 @@ class Verdict:
 
 
 KEEP_WAITING = Verdict()
+log = logging.getLogger(__name__)
+
+
+async def watch(
+    job: Job,
+    stall_timeout: float,
+    take_final: Callable[[Job, dict[str, Any]], None],
+    fail: Callable[[Job, str, str], object],
+) -> None:
+    """Ask the node about a job that has not reported for `stall_timeout` seconds."""
+    while not job.closing:
+        job.reported.clear()
+        try:
+            await asyncio.wait_for(job.reported.wait(), stall_timeout)
+            continue
+        except TimeoutError:
+            pass
+        verdict = await ask_node(job)
+        if job.closing:
+            return
+        if verdict.report is not None:
+            log.warning("backup %s: final report taken from node %s", job.id, job.node)
+            take_final(job, verdict.report)
+        elif verdict.reason is not None:
+            log.error("backup %s: %s", job.id, verdict.reason)
+            fail(job, "failed", verdict.reason)
 
 
 async def ask_node(job: Job) -> Verdict:

@@ -1,0 +1,121 @@
+"""How a job ends: torn down (failed, cancelled), finished (the node's final report),
+or finished again after a hub restart. Each frees everything the job held and
+records the outcome; only a completed job keeps its images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from typing import Any
+
+from sendense_tools.hub.allocator import SlotAllocator
+from sendense_tools.hub.exports import ExportError
+from sendense_tools.hub.job import Job
+from sendense_tools.hub.repository import Repository
+from sendense_tools.hub.store import Store
+from sendense_tools.hub.verify import ImageChecker
+
+log = logging.getLogger(__name__)
+
+
+class Endings:
+    def __init__(
+        self,
+        store: Store,
+        allocator: SlotAllocator,
+        repository: Repository,
+        images: ImageChecker,
+        jobs: dict[str, Job],
+    ) -> None:
+        self.store = store
+        self.allocator = allocator
+        self.repository = repository
+        self.images = images
+        # The manager's table of running jobs: a released job leaves it.
+        self._jobs = jobs
+
+    async def teardown(self, job: Job, status: str, reason: str) -> None:
+        try:
+            if job.node_started:
+                await job.client.cancel(job.id)
+            await self.stop_exports(job)
+        finally:
+            self.release(job)
+            self.conclude(job.id, status, reason)
+
+    def conclude(self, job_id: str, status: str, reason: str | None = None) -> None:
+        """Record how a job ended; a failed or cancelled job's images are removed."""
+        self.store.set_status(job_id, status, reason)
+        if status != "completed":
+            row = self.store.job_row(job_id)
+            assert row is not None
+            self.repository.remove_job(row["vm"], job_id)
+
+    async def stop_exports(self, job: Job) -> None:
+        results = await asyncio.gather(
+            *(e.stop() for e in job.exports.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("backup %s: stopping an export failed: %r", job.id, result)
+
+    def release(self, job: Job) -> None:
+        if job.watcher is not None and job.watcher is not asyncio.current_task():
+            job.watcher.cancel()
+        self.allocator.release_job(job.id)
+        self.store.release_allocations(job.id)
+        if job.key_dir is not None:
+            shutil.rmtree(job.key_dir, ignore_errors=True)
+        self._jobs.pop(job.id, None)
+
+    async def finish(self, job: Job, report: dict[str, Any]) -> None:
+        """Flush, stop, free, then compare each qcow2's SHA-256 to the node's."""
+        failed = report["status"] == "failed"
+        node_reason = f"node: {report.get('error') or 'node reported failure'}"
+        try:
+            try:
+                flush_errors = await self._flush_all(job)
+            finally:
+                await asyncio.shield(self.stop_exports(job))
+                self.release(job)
+            if failed:
+                self.conclude(job.id, "failed", node_reason)
+            elif flush_errors:
+                self.conclude(job.id, "failed", "; ".join(flush_errors))
+            else:
+                await self._verify_and_conclude(job.id)
+        except asyncio.CancelledError:
+            # The hub is stopping: a finalizing job stays so, for the next start.
+            if failed:
+                self.conclude(job.id, "failed", node_reason)
+            raise
+        except Exception as exc:
+            self.conclude(job.id, "failed", f"finalizing failed: {exc!r}")
+
+    async def resume(self, job_id: str) -> None:
+        """A job the last run was finalizing: its exports are stopped, verify it again."""
+        log.warning("backup %s: verifying again after a hub restart", job_id)
+        try:
+            await self._verify_and_conclude(job_id)
+        except Exception as exc:
+            self.conclude(job_id, "failed", f"finalizing failed: {exc!r}")
+
+    async def _verify_and_conclude(self, job_id: str) -> None:
+        mismatches = await self.images.check(job_id)
+        if mismatches:
+            self.conclude(job_id, "failed", "; ".join(mismatches))
+        else:
+            self.conclude(job_id, "completed")
+
+    async def _flush_all(self, job: Job) -> list[str]:
+        results = await asyncio.gather(
+            *(e.flush(job.tls_username, job.psk_file) for e in job.exports.values()),
+            return_exceptions=True,
+        )
+        return [
+            str(r) if isinstance(r, ExportError) else f"{d}: {r!r}"
+            for d, r in zip(job.exports, results, strict=True)
+            if isinstance(r, BaseException)
+        ]
