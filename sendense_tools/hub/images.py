@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -32,7 +33,15 @@ async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    _, err = await proc.communicate()
+    try:
+        _, err = await proc.communicate()
+    except asyncio.CancelledError:
+        # A job cancelled while its images are made: no qemu-img may finish after
+        # the job's folder is removed.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
         raise ImageError(f"{argv[0]} failed: {message[-1] if message else proc.returncode}")

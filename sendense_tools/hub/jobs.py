@@ -250,10 +250,10 @@ class JobManager:
         if row is None:
             raise BackupNotFound(job_id)
         job = self._jobs.get(job_id)
+        if row["status"] in ACTIVE and (row["phase"] == FINALIZING or (job and job.closing)):
+            raise Finishing(job_id)
         if row["status"] not in ACTIVE or job is None:
             raise NotActive(job_id, row["status"])
-        if job.closing:
-            raise Finishing(job_id)
         return job
 
     async def cancel(self, job_id: str, who: str) -> dict[str, Any]:

@@ -51,6 +51,12 @@ class NodeServer:
     start_status: int = 202
     # Seconds GET /api/v1/vms/{vm} takes (a slow vCenter).
     vm_delay: float = 0.0
+    # Set: POST /api/v1/backup/start waits for it (the hub is "telling the node").
+    hold_start: asyncio.Event | None = None
+    start_entered: asyncio.Event = field(default_factory=asyncio.Event)
+    # GET /api/v1/backup/{id}: the node's own view of each job (absent: 404).
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    asks: list[str] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -77,12 +83,25 @@ class NodeServer:
     async def start(self, request: web.Request) -> web.Response:
         self._check(request)
         body = await request.json()
+        self.start_entered.set()
+        if self.hold_start is not None:
+            await self.hold_start.wait()
         if self.start_status != 202:
             return web.json_response(
                 {"error": "refused", "message": "test node refuses"}, status=self.start_status
             )
         self.starts.append(body)
         return web.json_response({"job_id": body["job_id"], "status": "running"}, status=202)
+
+    async def job(self, request: web.Request) -> web.Response:
+        self._check(request)
+        job_id = request.match_info["job_id"]
+        self.asks.append(job_id)
+        if job_id not in self.jobs:
+            return web.json_response(
+                {"error": "job_not_found", "message": f"no backup {job_id}"}, status=404
+            )
+        return web.json_response({"job_id": job_id, **self.jobs[job_id]})
 
     async def cancel(self, request: web.Request) -> web.Response:
         self._check(request)
@@ -93,6 +112,7 @@ class NodeServer:
         app = web.Application()
         app.router.add_get("/api/v1/vms/{vm}", self.vm)
         app.router.add_post("/api/v1/backup/start", self.start)
+        app.router.add_get("/api/v1/backup/{job_id}", self.job)
         app.router.add_post("/api/v1/backup/{job_id}/cancel", self.cancel)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -203,6 +223,17 @@ class HubHarness:
                     return record
                 await asyncio.sleep(0.05)
 
+    async def copy(self, backup_id: str, node: str = "node1") -> list[dict[str, Any]]:
+        """Play the node's copy: write every disk; each disk's final numbers."""
+        start = self.node.start_for(backup_id)
+        disks = []
+        for i, (disk_id, uri) in enumerate(targets(start["nbd_targets"]).items()):
+            where = self.hub_side(uri, node)
+            sha = await asyncio.to_thread(write_disk, where, start["nbd_tls"], i)
+            disks.append({"disk_id": disk_id, "bytes_copied": 3 * MiB, "bytes_total": 3 * MiB,
+                          "sha256": sha})  # fmt: skip
+        return disks
+
     async def finish(
         self,
         backup_id: str,
@@ -211,15 +242,10 @@ class HubHarness:
         node: str = "node1",
     ) -> None:
         """Play the node: write every disk, then PUT the final report."""
-        start = self.node.start_for(backup_id)
-        disks = []
-        for i, (disk_id, uri) in enumerate(targets(start["nbd_targets"]).items()):
-            where = self.hub_side(uri, node)
-            sha = await asyncio.to_thread(write_disk, where, start["nbd_tls"], i)
-            if disk_id == corrupt:
-                sha = hashlib.sha256(b"not this disk").hexdigest()
-            disks.append({"disk_id": disk_id, "bytes_copied": 3 * MiB, "bytes_total": 3 * MiB,
-                          "sha256": sha})  # fmt: skip
+        disks = await self.copy(backup_id, node)
+        for d in disks:
+            if d["disk_id"] == corrupt:
+                d["sha256"] = hashlib.sha256(b"not this disk").hexdigest()
         report = {"status": status, "snapshot": "snapshot-1", "error": None, "disks": disks}
         if status == "failed":
             report["error"] = "source read failed"

@@ -96,7 +96,8 @@ async def test_sha_mismatch_fails_naming_the_disk(make_hub):
     assert final["status"] == "failed"
     assert "disk1" in final["error"] and "disk0" not in final["error"]
     # The record stays; the images of a point that failed do not.
-    assert [Path(d["qcow2_path"]).exists() for d in final["disk_results"]] == [False, False]
+    paths = [Path(d["qcow2_path"]) for d in final["disk_results"]]
+    assert [await asyncio.to_thread(p.exists) for p in paths] == [False, False]
     code, verified = await h.call("POST", f"/api/v1/backups/{record['id']}/verify")
     assert code == 200 and verified["ok"] is False
     assert [d["match"] for d in verified["disks"]] == [False, False]

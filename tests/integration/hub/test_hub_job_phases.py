@@ -1,0 +1,227 @@
+"""Cancel, and kill -9 of a qemu-nbd, at each phase of a job: nothing it started outlives it.
+
+Real hub, real qemu-img and qemu-nbd; each hub step is held at its start by a
+gate around the real step, and the stand-in node holds its start call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sendense_tools.hub import jobs as jobs_module
+from sendense_tools.hub.exports import Export
+from sendense_tools.hub.verify import ImageChecker
+
+from .conftest import MiB
+
+pytestmark = pytest.mark.asyncio
+
+DISKS = 4
+STARTING = ["reserving", "creating images", *(f"starting export {k}" for k in range(DISKS))]
+PHASES = [*STARTING, "telling the node", "copying", "flushing", "verifying"]
+# The node's final report was taken: too late to cancel, the job completes.
+FINALIZING = ("flushing", "verifying")
+
+
+class Gate:
+    """Holds the `at`-th call of a step until released; the real step then runs."""
+
+    def __init__(self, at: int = 0) -> None:
+        self.at = at
+        self.calls = 0
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            call, self.calls = self.calls, self.calls + 1
+            if call == self.at:
+                self.reached.set()
+                await self.opened.wait()
+            return await real(*args, **kwargs)
+
+        return held
+
+
+@dataclass
+class Held:
+    backup_id: str
+    start: asyncio.Task
+    release: Callable[[], None]
+
+
+def qemu_nbd_under(where: Path, writers: bool = False) -> list[int]:
+    """Live qemu-nbd processes whose command line names a path under `where`
+    (`writers`: only those serving an image read-write)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        names = [os.path.basename(a.decode(errors="replace")) for a in argv]
+        if writers and b"--read-only" in argv:
+            continue
+        if "qemu-nbd" in names and f"{where}/".encode() in b" ".join(argv) and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def wait_for(event: asyncio.Event, what: str) -> None:
+    try:
+        async with asyncio.timeout(60):
+            await event.wait()
+    except TimeoutError:
+        raise AssertionError(f"the job never reached {what}") from None
+
+
+async def pending_id(h) -> str:
+    _, rows = await h.call("GET", "/api/v1/backups?status=pending")
+    assert len(rows) == 1, rows
+    return rows[0]["id"]
+
+
+async def hold(h, monkeypatch, phase: str) -> Held:
+    """Start a DISKS-disk backup and hold it at the start of `phase`."""
+    gate = Gate()
+    if phase in ("reserving", "creating images"):
+        # reserving: slots and record are there, no image yet; creating: the last one.
+        gate.at = 0 if phase == "reserving" else DISKS - 1
+        monkeypatch.setattr(jobs_module, "create_image", gate.wrap(jobs_module.create_image))
+    elif phase.startswith("starting export"):
+        gate.at = int(phase.rsplit(" ", 1)[1])
+        monkeypatch.setattr(jobs_module, "start_export", gate.wrap(jobs_module.start_export))
+    elif phase == "telling the node":
+        h.node.hold_start = gate.opened
+        gate.reached = h.node.start_entered
+    elif phase == "flushing":
+        monkeypatch.setattr(Export, "flush", gate.wrap(Export.flush))
+    elif phase == "verifying":
+        monkeypatch.setattr(ImageChecker, "_hash", gate.wrap(ImageChecker._hash))
+    start = asyncio.create_task(h.call("POST", "/api/v1/backups", {"vm": "web01", "node": "node1"}))
+    if phase in STARTING or phase == "telling the node":
+        await wait_for(gate.reached, phase)
+        return Held(await pending_id(h), start, gate.opened.set)
+    code, record = await start
+    assert code == 201, record
+    if phase == "copying":
+        await h.copy(record["id"])
+        gate.opened.set()
+    else:
+        disks = await h.copy(record["id"])
+        report = {"status": "completed", "snapshot": "snapshot-1", "disks": disks}
+        code, body = await h.call(
+            "PUT", f"/api/v1/backups/{record['id']}/progress", report, token=h.tokens["node1"]
+        )
+        assert code == 202, body
+        await wait_for(gate.reached, phase)
+    return Held(record["id"], start, gate.opened.set)
+
+
+async def job_pids(h, backup_id: str) -> list[int]:
+    _, rows = await h.call("GET", "/api/v1/nbd/ports")
+    return [r["pid"] for r in rows if r["job_id"] == backup_id and r["pid"]]
+
+
+async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
+    code, metrics = await h.call("GET", "/api/v1/nbd/metrics")
+    assert code == 200
+    assert (metrics["allocated"], metrics["available"]) == (0, metrics["total"]), metrics
+    assert metrics["qemu_nbd_processes"] == 0, metrics
+    assert await h.call("GET", "/api/v1/nbd/ports") == (200, [])
+    assert qemu_nbd_under(tmp_path) == []
+    sockets = tmp_path / "nbd" / "node1"
+    assert not sockets.exists() or list(sockets.iterdir()) == []
+    assert not (h.hub.jobs.key_root / record["id"]).exists()
+    folder = Path(record["disk_results"][0]["qcow2_path"]).parent
+    # Only a completed job keeps its images.
+    assert folder.exists() == (record["status"] == "completed"), record
+
+
+@pytest.mark.parametrize("phase", PHASES)
+async def test_cancel_at_each_phase_leaves_nothing(make_hub, monkeypatch, tmp_path, phase):
+    h = await make_hub(ports=DISKS)
+    h.node.vms["web01"] = [16 * MiB] * DISKS
+    held = await hold(h, monkeypatch, phase)
+    if phase == "verifying":
+        # The job's exports are stopped; only the hub's own read-only readers run.
+        assert qemu_nbd_under(tmp_path, writers=True) == [], "an export outlived the flush"
+    code, body = await h.call("POST", f"/api/v1/backups/{held.backup_id}/cancel")
+    held.release()
+    start_code, start_body = await held.start
+    final = await h.wait_status(held.backup_id)
+    if phase in FINALIZING:
+        assert (code, body["error"]) == (409, "finishing")
+        assert final["status"] == "completed", final["error"]
+    else:
+        assert code == 200, body
+        assert (final["status"], final["error"]) == ("cancelled", "cancelled by admin")
+    if phase in STARTING or phase == "telling the node":
+        assert (start_code, start_body["error"]) == (409, "start_aborted"), start_body
+    else:
+        assert start_code == 201
+    await assert_left_nothing(h, tmp_path, final)
+
+
+KILL_PHASES = [
+    *(f"starting export {k}" for k in range(1, DISKS)),
+    "telling the node",
+    "copying",
+    "flushing",
+]
+
+
+@pytest.mark.parametrize("phase", KILL_PHASES)
+async def test_kill_9_of_a_qemu_nbd_at_each_phase_leaves_nothing(
+    make_hub, monkeypatch, tmp_path, phase
+):
+    h = await make_hub(ports=DISKS)
+    h.node.vms["web01"] = [16 * MiB] * DISKS
+    held = await hold(h, monkeypatch, phase)
+    pids = await job_pids(h, held.backup_id)
+    assert pids, "no qemu-nbd to kill"
+    # The first export dies while the job is held (for flushing: the one being flushed).
+    os.kill(pids[0], signal.SIGKILL)
+    if phase == "flushing":
+        held.release()  # its flush of the dead export is what fails the job
+    final = await h.wait_status(held.backup_id)
+    # Held steps resume only now: what a job does after its end must not outlive it.
+    held.release()
+    start_code, start_body = await held.start
+    assert final["status"] == "failed"
+    assert "disk0" in final["error"], final["error"]
+    if phase != "flushing":  # there the flush's connection fails first
+        assert "SIGKILL" in final["error"], final["error"]
+    if phase in STARTING or phase == "telling the node":
+        assert (start_code, start_body["error"]) == (502, "export_failed"), start_body
+    await assert_left_nothing(h, tmp_path, await h.wait_status(held.backup_id))
+
+
+async def test_a_second_client_cancels_a_12_disk_backup_while_pending(
+    make_hub, monkeypatch, tmp_path
+):
+    """The issue's reproduction: 12 disks, [nbd] tls_psk = false, cancel while pending."""
+    h = await make_hub(ports=12, tls_psk=False)
+    h.node.vms["big01"] = [16 * MiB] * 12
+    gate = Gate(at=6)
+    monkeypatch.setattr(jobs_module, "start_export", gate.wrap(jobs_module.start_export))
+    start = asyncio.create_task(h.call("POST", "/api/v1/backups", {"vm": "big01", "node": "node1"}))
+    await wait_for(gate.reached, "its seventh export")
+    backup_id = await pending_id(h)
+    code, body = await h.call("POST", f"/api/v1/backups/{backup_id}/cancel")
+    gate.opened.set()
+    assert code == 200 and body["status"] == "cancelled", body
+    start_code, _ = await start
+    assert start_code == 409
+    await assert_left_nothing(h, tmp_path, await h.wait_status(backup_id))
