@@ -223,5 +223,5 @@ async def test_a_second_client_cancels_a_12_disk_backup_while_pending(
     gate.opened.set()
     assert code == 200 and body["status"] == "cancelled", body
     start_code, _ = await start
-    assert start_code == 409
     await assert_left_nothing(h, tmp_path, await h.wait_status(backup_id))
+    assert start_code == 409
