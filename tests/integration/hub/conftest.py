@@ -255,6 +255,41 @@ class HubHarness:
         assert code == 202, body
 
 
+def qemu_nbd_under(where: Path, writers: bool = False) -> list[int]:
+    """Live qemu-nbd processes whose command line names a path under `where`
+    (`writers`: only those serving an image read-write)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        names = [os.path.basename(a.decode(errors="replace")) for a in argv]
+        if writers and b"--read-only" in argv:
+            continue
+        if "qemu-nbd" in names and f"{where}/".encode() in b" ".join(argv) and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
+    code, metrics = await h.call("GET", "/api/v1/nbd/metrics")
+    assert code == 200
+    assert (metrics["allocated"], metrics["available"]) == (0, metrics["total"]), metrics
+    assert metrics["qemu_nbd_processes"] == 0, metrics
+    assert await h.call("GET", "/api/v1/nbd/ports") == (200, [])
+    assert qemu_nbd_under(tmp_path) == []
+    sockets = tmp_path / "nbd" / "node1"
+    assert not sockets.exists() or list(sockets.iterdir()) == []
+    assert not (h.hub.jobs.key_root / record["id"]).exists()
+    folder = Path(record["disk_results"][0]["qcow2_path"]).parent
+    # Only a completed job keeps its images.
+    assert folder.exists() == (record["status"] == "completed"), record
+
+
 def hub_config(
     tmp_path: Path,
     port_range: tuple[int, int],
@@ -301,6 +336,7 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         node2_live: bool = False,
         port_range: tuple[int, int] | None = None,
         nodes: tuple[str, str] = ("node1", "node2"),
+        stall_timeout: float | None = None,
         **nbd_keys: Any,
     ) -> HubHarness:
         rng = port_range or free_port_range(ports)
@@ -312,6 +348,8 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             raw["repository"]["path"] = str(repository)
         if state is not None:
             raw["state"]["db"] = str(state)
+        if stall_timeout is not None:
+            raw["jobs"] = {"stall_timeout": stall_timeout}
         node.token = tokens[nodes[0]]
         if node2_live:
             raw["nodes"][nodes[1]]["api_url"] = node.url

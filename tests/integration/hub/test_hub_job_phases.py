@@ -11,7 +11,6 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from sendense_tools.hub import jobs as jobs_module
 from sendense_tools.hub.exports import Export
 from sendense_tools.hub.verify import ImageChecker
 
-from .conftest import MiB
+from .conftest import MiB, assert_left_nothing, qemu_nbd_under
 
 pytestmark = pytest.mark.asyncio
 
@@ -56,26 +55,6 @@ class Held:
     backup_id: str
     start: asyncio.Task
     release: Callable[[], None]
-
-
-def qemu_nbd_under(where: Path, writers: bool = False) -> list[int]:
-    """Live qemu-nbd processes whose command line names a path under `where`
-    (`writers`: only those serving an image read-write)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        names = [os.path.basename(a.decode(errors="replace")) for a in argv]
-        if writers and b"--read-only" in argv:
-            continue
-        if "qemu-nbd" in names and f"{where}/".encode() in b" ".join(argv) and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 async def wait_for(event: asyncio.Event, what: str) -> None:
@@ -132,21 +111,6 @@ async def hold(h, monkeypatch, phase: str) -> Held:
 async def job_pids(h, backup_id: str) -> list[int]:
     _, rows = await h.call("GET", "/api/v1/nbd/ports")
     return [r["pid"] for r in rows if r["job_id"] == backup_id and r["pid"]]
-
-
-async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
-    code, metrics = await h.call("GET", "/api/v1/nbd/metrics")
-    assert code == 200
-    assert (metrics["allocated"], metrics["available"]) == (0, metrics["total"]), metrics
-    assert metrics["qemu_nbd_processes"] == 0, metrics
-    assert await h.call("GET", "/api/v1/nbd/ports") == (200, [])
-    assert qemu_nbd_under(tmp_path) == []
-    sockets = tmp_path / "nbd" / "node1"
-    assert not sockets.exists() or list(sockets.iterdir()) == []
-    assert not (h.hub.jobs.key_root / record["id"]).exists()
-    folder = Path(record["disk_results"][0]["qcow2_path"]).parent
-    # Only a completed job keeps its images.
-    assert folder.exists() == (record["status"] == "completed"), record
 
 
 @pytest.mark.parametrize("phase", PHASES)
