@@ -290,6 +290,34 @@ async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
     assert folder.exists() == (record["status"] == "completed"), record
 
 
+class Gate:
+    """Holds the `at`-th call of a step until released; the real step then runs."""
+
+    def __init__(self, at: int = 0) -> None:
+        self.at = at
+        self.calls = 0
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            call, self.calls = self.calls, self.calls + 1
+            if call == self.at:
+                self.reached.set()
+                await self.opened.wait()
+            return await real(*args, **kwargs)
+
+        return held
+
+
+async def wait_for(event: asyncio.Event, what: str) -> None:
+    try:
+        async with asyncio.timeout(60):
+            await event.wait()
+    except TimeoutError:
+        raise AssertionError(f"the job never reached {what}") from None
+
+
 def hub_config(
     tmp_path: Path,
     port_range: tuple[int, int],

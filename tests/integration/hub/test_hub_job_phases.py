@@ -11,7 +11,6 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -19,7 +18,7 @@ from sendense_tools.hub import jobs as jobs_module
 from sendense_tools.hub.exports import Export
 from sendense_tools.hub.verify import ImageChecker
 
-from .conftest import MiB, assert_left_nothing, qemu_nbd_under
+from .conftest import Gate, MiB, assert_left_nothing, qemu_nbd_under, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,39 +29,11 @@ PHASES = [*STARTING, "telling the node", "copying", "flushing", "verifying"]
 FINALIZING = ("flushing", "verifying")
 
 
-class Gate:
-    """Holds the `at`-th call of a step until released; the real step then runs."""
-
-    def __init__(self, at: int = 0) -> None:
-        self.at = at
-        self.calls = 0
-        self.reached = asyncio.Event()
-        self.opened = asyncio.Event()
-
-    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        async def held(*args: Any, **kwargs: Any) -> Any:
-            call, self.calls = self.calls, self.calls + 1
-            if call == self.at:
-                self.reached.set()
-                await self.opened.wait()
-            return await real(*args, **kwargs)
-
-        return held
-
-
 @dataclass
 class Held:
     backup_id: str
     start: asyncio.Task
     release: Callable[[], None]
-
-
-async def wait_for(event: asyncio.Event, what: str) -> None:
-    try:
-        async with asyncio.timeout(60):
-            await event.wait()
-    except TimeoutError:
-        raise AssertionError(f"the job never reached {what}") from None
 
 
 async def pending_id(h) -> str:
