@@ -174,3 +174,37 @@ async def test_export_refuses_readers_without_the_jobs_psk(make_hub, listen):
     wrong_key = {"username": start_a["nbd_tls"]["username"], "psk": start_b["nbd_tls"]["psk"]}
     assert (await asyncio.to_thread(attempt, wrong_key)).startswith("refused")
     assert await asyncio.to_thread(attempt, start_a["nbd_tls"]) == "read 4096"
+
+
+async def test_only_completed_restore_points_stay_in_the_repository(make_hub, tmp_path):
+    h = await make_hub(ports=8)
+    for vm in ("ok01", "bad01", "gone01", "nodefail01", "web01"):
+        h.node.vms[vm] = [16 * MiB]
+    ids = {}
+    for vm in ("ok01", "bad01", "gone01", "nodefail01"):
+        code, record = await h.call("POST", "/api/v1/backups", {"vm": vm, "node": "node1"})
+        assert code == 201, record
+        ids[vm] = record["id"]
+    # A second point of the same VM that fails: the VM's completed point stays.
+    await h.finish(ids["ok01"])
+    assert (await h.wait_status(ids["ok01"]))["status"] == "completed"
+    _, again = await h.call("POST", "/api/v1/backups", {"vm": "ok01", "node": "node1"})
+    await h.finish(again["id"], corrupt="disk0")
+    await h.finish(ids["bad01"], corrupt="disk0")
+    await h.call("POST", f"/api/v1/backups/{ids['gone01']}/cancel")
+    await h.finish(ids["nodefail01"], status="failed")
+    outcomes = [
+        (await h.wait_status(i))["status"]
+        for i in (again["id"], ids["bad01"], ids["gone01"], ids["nodefail01"])
+    ]
+    assert outcomes == ["failed", "failed", "cancelled", "failed"]
+    # A job the hub stops while it runs fails too.
+    _, stopped = await h.call("POST", "/api/v1/backups", {"vm": "web01", "node": "node1"})
+    await h.hub.jobs.shutdown()
+
+    repository = tmp_path / "repository"
+    files = sorted(str(p.relative_to(repository)) for p in repository.rglob("*"))
+    assert files == ["ok01", f"ok01/{ids['ok01']}", f"ok01/{ids['ok01']}/disk0.qcow2"]
+    # The records stay, with the reason.
+    assert (await h.record(stopped["id"]))["error"] == "hub stopped"
+    assert all([(await h.record(i))["error"] for i in ids.values() if i != ids["ok01"]])

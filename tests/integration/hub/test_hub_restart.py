@@ -126,6 +126,8 @@ async def test_hub_killed_mid_job_restarts_with_nothing_held(hub_process, tmp_pa
     code, record = await hub.call("GET", f"/api/v1/backups/{backup_id}")
     assert code == 200
     assert (record["status"], record["error"]) == ("failed", "hub restarted")
+    # Its images go with it: only completed restore points stay.
+    assert not (tmp_path / "repository" / "web01").exists()
     _, metrics = await hub.call("GET", "/api/v1/nbd/metrics")
     assert (metrics["allocated"], metrics["qemu_nbd_processes"]) == (0, 0)
     assert await hub.call("GET", "/api/v1/nbd/ports") == (200, [])

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from sendense_tools.hub.allocator import ExportCapReached, PoolExhausted
-from sendense_tools.hub.api import hub_errors
+from sendense_tools.hub.api import hub_errors, make_authenticator
+from sendense_tools.hub.errors import (
+    BackupNotFound,
+    Finishing,
+    NodeNotFound,
+    NodeRefused,
+    NodeUnreachable,
+    StartAborted,
+    VmBusy,
+)
+from sendense_tools.hub.exports import ExportError
 from sendense_tools.hub.images import StorageError
 
 IMAGE = Path("/repo/vm/1/disk0.qcow2")
@@ -71,3 +81,32 @@ def test_a_full_state_database_is_507_and_other_errors_are_not_mapped():
     assert hub_errors(sqlite_error("SELECT * FROM nope")) is None
     assert hub_errors(sqlite3.OperationalError("made by hand")) is None
     assert hub_errors(RuntimeError("bug")) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (BackupNotFound("b1"), 404, "backup_not_found"),
+        (NodeNotFound("n9"), 404, "node_not_found"),
+        (VmBusy("web", "b1"), 409, "vm_busy"),
+        (Finishing("b1"), 409, "finishing"),
+        (StartAborted("backup b1 cancelled by admin"), 409, "start_aborted"),
+        (NodeUnreachable("node n1 is unreachable: refused"), 502, "node_unreachable"),
+        (NodeRefused("n1", 409, "vm_busy", "busy"), 409, "vm_busy"),
+        (NodeRefused("n1", 500, "internal_error", "oops"), 502, "internal_error"),
+        (ExportError("qemu-nbd for disk0 exit status 1"), 502, "export_failed"),
+    ],
+)
+def test_hub_domain_errors_have_one_status_each(error, status, code):
+    mapped = hub_errors(error)
+    assert (mapped.status, mapped.code, mapped.message) == (status, code, str(error))
+
+
+def test_the_authenticator_reads_the_live_node_tokens():
+    tokens = {"n1": "token-1"}
+    authenticate = make_authenticator("admin-token", tokens)
+    assert (authenticate("admin-token"), authenticate("token-1")) == ("admin", "n1")
+    # What JobManager.set_nodes does on reload: the same mapping, new content.
+    tokens.clear()
+    tokens["n2"] = "token-2"
+    assert (authenticate("token-1"), authenticate("token-2")) == (None, "n2")

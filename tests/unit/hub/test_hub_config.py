@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.config import load_config
+from sendense_tools.config import load_config, parse_config
 from sendense_tools.errors import ConfigError
 from sendense_tools.hub.config import HubConfig
 
@@ -60,3 +60,11 @@ def test_bad_nbd_layout_is_a_config_error_naming_it(tmp_path: Path, text: str, k
         load_config(path, HubConfig)
     assert key in str(exc.value)
     assert len(str(exc.value).splitlines()) == 1
+
+
+def test_jobs_stall_timeout_defaults_to_300_and_must_be_positive():
+    assert parse_config({}, HubConfig).jobs.stall_timeout == 300
+    assert parse_config({"jobs": {"stall_timeout": 0.5}}, HubConfig).jobs.stall_timeout == 0.5
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match=r"jobs\.stall_timeout"):
+            parse_config({"jobs": {"stall_timeout": bad}}, HubConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import subprocess
 import time
@@ -164,3 +165,59 @@ def test_reconcile_finds_a_leftover_export_on_a_node_socket(tmp_path):
 )
 def test_vm_names_become_safe_path_components(name, expected):
     assert safe_name(name) == expected
+
+
+def test_a_database_from_before_job_phases_gets_the_column(tmp_path):
+    db = tmp_path / "hub.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, vm TEXT NOT NULL, node TEXT NOT NULL,"
+        " status TEXT NOT NULL, created_at TEXT NOT NULL, finished_at TEXT, error TEXT,"
+        " snapshot TEXT, nbd_targets TEXT NOT NULL DEFAULT '', tls_username TEXT, key_dir TEXT);"
+        "INSERT INTO jobs (id, vm, node, status, created_at) VALUES ('j1', 'web', 'n1',"
+        " 'running', '2026-01-01T00:00:00+00:00');"
+    )
+    old.commit()
+    old.close()
+    store = Store(db)
+    assert store.finalizing("j1") is False
+    store.record_progress("j1", None, [], phase="finalizing")
+    assert store.finalizing("j1") is True
+    store.set_status("j1", "completed")
+    assert store.finalizing("j1") is False
+    assert store.record("j1")["status"] == "completed"
+    store.close()
+
+
+def test_reconcile_verifies_a_finalizing_job_again_and_fails_the_others(tmp_path):
+    image = tmp_path / "web" / "j1" / "disk0.qcow2"
+    image.parent.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    zeros = hashlib.sha256(bytes(1 << 20)).hexdigest()
+    store = Store(tmp_path / "hub.db")
+    for job_id in ("j1", "j2"):
+        path = tmp_path / "web" / job_id / "disk0.qcow2"
+        store.create_job({"id": job_id, "vm": "web", "node": "n1", "nbd_targets": ""},
+                         [disk(0, 10100 + int(job_id[1]), str(path))])  # fmt: skip
+        store.set_status(job_id, "running")
+    store.record_progress("j1", None, [{"disk_id": "disk0", "bytes_copied": 1 << 20,
+                                        "bytes_total": 1 << 20, "sha256": zeros}],
+                          phase="finalizing")  # fmt: skip
+    (tmp_path / "web" / "j2").mkdir()
+    config = parse_config({"state": {"db": str(tmp_path / "hub.db")},
+                           "repository": {"path": str(tmp_path)},
+                           "nbd": {"socket_dir": str(tmp_path / "nbd")}}, HubConfig)  # fmt: skip
+    jobs = JobManager(config, store, SlotAllocator((10100, 10200), 10), ExportOptions(), {})
+
+    async def restart() -> list[str]:
+        failed = await jobs.reconcile()
+        await asyncio.gather(*jobs._tasks)
+        return failed
+
+    assert asyncio.run(restart()) == ["j2"]
+    assert (store.record("j1")["status"], store.record("j1")["error"]) == ("completed", None)
+    assert store.record("j1")["disk_results"][0]["sha256_qcow2"] == zeros
+    assert store.record("j2")["error"] == "hub restarted"
+    # The failed job's files are gone, the completed one's stay.
+    assert image.is_file() and not (tmp_path / "web" / "j2").exists()
+    store.close()
