@@ -92,10 +92,11 @@ class JobManager:
     def set_nodes(self, nodes: dict[str, NodeEntry], node_tokens: dict[str, str]) -> None:
         """The reloaded node table; a removed node's running jobs are cancelled."""
         removed = set(self.nodes) - set(nodes)
+        tokens = dict(node_tokens)
         self.nodes = dict(nodes)
         # In place: the API's authenticator reads this same mapping.
         self.node_tokens.clear()
-        self.node_tokens.update(node_tokens)
+        self.node_tokens.update(tokens)
         for job in list(self._jobs.values()):
             if job.node in removed:
                 log.warning("backup %s: node %s removed from the hub", job.id, job.node)
@@ -204,7 +205,7 @@ class JobManager:
             status, reason = job.ending
             await self._fail_start(job, status, reason)
             if status == "cancelled":
-                raise StartAborted(f"backup {job.id} {reason}") from None
+                raise StartAborted(f"backup {job.id} ended while starting: {reason}") from None
             raise ExportError(reason) from None
         except BaseException as exc:
             await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
