@@ -28,11 +28,12 @@ log = logging.getLogger("sendense.node")
 
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
     """`data` as JSON in `path`, all or nothing (SpoolError names the file and why)."""
+    text = json.dumps(data).encode()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(data).encode())
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
