@@ -54,6 +54,7 @@ class JobManager:
         reporter: HubReporter,
         outbox: ReportOutbox,
         stop_wait: float = BACKUPS_WAIT_DEFAULT,
+        on_abandon: Callable[[], None] | None = None,
     ) -> None:
         # A callable so a rotated password file is read at each backup.
         self.vcenter = vcenter
@@ -61,8 +62,10 @@ class JobManager:
         self.reporter = reporter
         self.outbox = outbox
         self.spool = outbox.spool
-        # How long a stop waits for cancelled backups (node/stopping.py).
+        # How long a stop waits for cancelled backups (node/stopping.py), and what
+        # it does with those that did not end in time.
         self.stop_wait = stop_wait
+        self.on_abandon = on_abandon
         self.jobs: dict[str, Job] = {}
         self._active_vm: dict[str, str] = {}  # moref -> job_id
         self.background: list[asyncio.Task] = []
@@ -172,22 +175,28 @@ class JobManager:
     # -- running -----------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """Cancel every running backup and wait (bounded) until its snapshot is gone."""
-        for task in self.background:
-            task.cancel()
-        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
+        """Cancel every running backup and clean-up; wait (bounded) for them to end.
+
+        Each lets its vSphere call in flight end and removes its snapshot. What is
+        still running after `stop_wait` is left to the next start (its record
+        still says running) and handed to `on_abandon`.
+        """
         for job in self.jobs.values():
             if job.status == "running" and job.task is not None:
                 job.cancel.set()
-                job.task.cancel()
+        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
+        tasks += [t for t in self.background if not t.done()]
+        for task in tasks:
+            task.cancel()
+        late: set[asyncio.Task] = set()
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.stop_wait)
-            if late:
-                # Their records still say running: the next start removes their snapshots.
-                log.error("%d backup(s) still ending after %.0f s; leaving them", len(late),
-                          self.stop_wait)  # fmt: skip
-        await asyncio.gather(*self.background, return_exceptions=True)
         await self.outbox.drain(REPORT_GRACE)
+        if late:
+            log.error("%d backup(s) or clean-up(s) still running after %.0f s: left to the "
+                      "next start", len(late), self.stop_wait)  # fmt: skip
+            if self.on_abandon is not None:
+                self.on_abandon()
 
     async def _run(self, job: Job, targets: dict[str, NbdEndpoint]) -> None:
         def on_progress(p: CopyProgress) -> None:

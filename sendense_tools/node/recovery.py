@@ -16,6 +16,7 @@ import logging
 
 from pyVmomi import vmodl
 
+from sendense_tools.backup.executor import run_blocking
 from sendense_tools.errors import SendenseError
 from sendense_tools.node.job import Job
 from sendense_tools.node.jobs import JobManager
@@ -60,7 +61,8 @@ async def _recover(jobs: JobManager, job: Job, retry_initial: float, retry_max: 
     delay = retry_initial
     while True:
         try:
-            what = await asyncio.to_thread(_remove_snapshot, jobs, job)
+            # A removal under way when the node stops is let finish (shutdown bounds it).
+            what = await run_blocking(_remove_snapshot, jobs, job)
             break
         except (SendenseError, OSError, vmodl.MethodFault) as exc:
             log.warning("backup %s: cannot clean up yet (retry in %.0f s): %s",

@@ -24,7 +24,7 @@ from sendense_tools.node.outbox import ReportOutbox
 from sendense_tools.node.recovery import start_recovery
 from sendense_tools.node.reporter import HubReporter
 from sendense_tools.node.spool import Spool
-from sendense_tools.node.stopping import backups_wait
+from sendense_tools.node.stopping import backups_wait, exit_now
 from sendense_tools.systemd import notify
 from sendense_tools.vsphere.connection import VcenterParams
 
@@ -71,6 +71,7 @@ def build(cfg: NodeConfig) -> JobManager:
         reporter,
         outbox,
         backups_wait(cfg.backup),
+        exit_now,
     )
 
 
