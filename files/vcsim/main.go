@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
@@ -25,7 +27,13 @@ func main() {
 	vms := flag.Int("vms", 2, "virtual machines in the cluster (DC0_C0_RP0_VM0, _VM1, ...)")
 	certFile := flag.String("cert", "", "PEM certificate to serve, made (with -key) when missing")
 	keyFile := flag.String("key", "", "PEM private key of -cert, made when missing")
+	methodDelay := flag.String("method-delay", "",
+		"slow SOAP methods down like a busy vCenter: METHOD=MS,... (e.g. CreateSnapshot_Task=3000)")
 	flag.Parse()
+	delays, err := parseMethodDelay(*methodDelay)
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	model := simulator.VPX()
 	model.Datacenter = 1
@@ -37,6 +45,8 @@ func main() {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	// After Create, so that building the inventory is not slowed down.
+	model.DelayConfig.MethodDelay = delays
 
 	// Runs the endpoint hooks (the CBT registry hook of simulator/cbt.go) on
 	// the registry Create made.
@@ -69,4 +79,21 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
+}
+
+// parseMethodDelay reads "Name=ms,Name=ms" into the simulator's per-method delays.
+func parseMethodDelay(spec string) (map[string]int, error) {
+	delays := map[string]int{}
+	if spec == "" {
+		return delays, nil
+	}
+	for _, item := range strings.Split(spec, ",") {
+		name, ms, ok := strings.Cut(item, "=")
+		n, err := strconv.Atoi(ms)
+		if !ok || name == "" || err != nil || n < 0 {
+			return nil, fmt.Errorf("-method-delay %q: want METHOD=MILLISECONDS,...", item)
+		}
+		delays[name] = n
+	}
+	return delays, nil
 }

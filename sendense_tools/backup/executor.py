@@ -25,6 +25,7 @@ from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import DiskInfo, VmInfo, describe_vm, find_vm
 from sendense_tools.vsphere.snapshots import (
     DEFAULT_OWNER,
+    REMOVE_TIMEOUT,
     SnapshotRef,
     create_snapshot,
     list_snapshots,
@@ -36,6 +37,11 @@ from sendense_tools.vsphere.snapshots import (
 
 T = TypeVar("T")
 Transport = Literal["https", "vddk", "file"]
+# The steps of one backup, in order, as Hooks.on_phase names them.
+Phase = Literal[
+    "connecting", "describing", "creating_snapshot", "starting_sources", "copying",
+    "removing_snapshot",
+]  # fmt: skip
 # vCenter drops an idle session after 30 minutes; touching it more often keeps
 # the cookie the https transport uses valid for the whole copy.
 KEEPALIVE_SECONDS = 300.0
@@ -53,6 +59,8 @@ class BackupOptions:
     retry_for: float = 300.0
     # Which appliance's snapshots this run may clean up (the node id when serving).
     owner: str = DEFAULT_OWNER
+    # How long vCenter may take to remove a snapshot: bounds a cancelled job's end too.
+    snapshot_remove_timeout: float = REMOVE_TIMEOUT
 
 
 @dataclass
@@ -92,6 +100,11 @@ class Hooks:
     on_progress: Callable[[CopyProgress], None] | None = None
     on_vm: Callable[[VmInfo], None] | None = None
     on_snapshot: Callable[[str], None] | None = None
+    on_phase: Callable[[Phase], None] | None = None
+
+    def phase(self, phase: Phase) -> None:
+        if self.on_phase:
+            self.on_phase(phase)
 
 
 async def finish_blocking(fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
@@ -144,19 +157,24 @@ async def backup_vm(
 ) -> BackupOutcome:
     """Back up every disk of `vm` to `targets` from ONE snapshot named sendense-<job_id>."""
     started = time.monotonic()
+    hooks.phase("connecting")
     session, cancelled = await finish_blocking(VsphereSession.connect, params)
     try:
         if cancelled:
             raise asyncio.CancelledError
+        hooks.phase("describing")
         info = await run_blocking(describe_vm, session, vm)
         if hooks.on_vm:
             hooks.on_vm(info)
         match_targets(info.disks, targets)
         vm_obj = await run_blocking(find_vm, session, info.moref)
-        leftovers = await run_blocking(remove_leftovers, session, vm_obj, options.owner)
+        leftovers = await run_blocking(
+            remove_leftovers, session, vm_obj, options.owner, options.snapshot_remove_timeout
+        )
         # Refused before ours exists, so that nothing is left to remove.
         await _refuse_if_not_alone(session, vm_obj, info, options, None)
         name = snapshot_name(job_id)
+        hooks.phase("creating_snapshot")
         snap: SnapshotRef
         snap, cancelled = await finish_blocking(
             create_snapshot, session, vm_obj, name, options.quiesce, options.owner
@@ -170,13 +188,15 @@ async def backup_vm(
             await _refuse_if_not_alone(session, vm_obj, info, options, snap)
             results = await _copy_all(session, info, snap, targets, options, hooks, cancel)
         except BaseException as exc:
+            hooks.phase("removing_snapshot")
             try:
-                await run_blocking(remove_snapshot, session, snap)
+                await run_blocking(remove_snapshot, session, snap, options.snapshot_remove_timeout)
             except SendenseError as rm:
                 # Both matter: why the copy stopped, and that a snapshot was left behind.
                 raise BackupError(f"{exc or type(exc).__name__}; also {rm}") from None
             raise
-        await run_blocking(remove_snapshot, session, snap)
+        hooks.phase("removing_snapshot")
+        await run_blocking(remove_snapshot, session, snap, options.snapshot_remove_timeout)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.to_thread(session.close))
@@ -219,6 +239,7 @@ async def _copy_all(
     keepalive = asyncio.create_task(_keepalive(session))
     try:
         async with contextlib.AsyncExitStack() as stack:
+            hooks.phase("starting_sources")
             sources: dict[str, NbdEndpoint] = {}
             for disk in info.disks:
                 snap_disk = by_key.get(disk.key)
@@ -246,6 +267,7 @@ async def _copy_all(
                         text = f"{disk.disk_id}: {text}"
                     raise BackupError(text) from None
 
+            hooks.phase("copying")
             try:
                 async with asyncio.TaskGroup() as tg:
                     for disk in info.disks:

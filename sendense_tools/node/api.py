@@ -9,6 +9,15 @@ from sendense_tools.api.body import read_model
 from sendense_tools.api.openapi import Operation
 from sendense_tools.api.server import ApiError, json_ok, make_api
 from sendense_tools.nbd.endpoint import TlsPsk, parse_nbd_targets
+from sendense_tools.node.errors import (
+    BadTargets,
+    BadTls,
+    JobExists,
+    JobNotFound,
+    SpoolError,
+    VcenterError,
+    VmBusy,
+)
 from sendense_tools.node.forwards import TargetRefused, TunnelForwards
 from sendense_tools.node.jobs import JobManager
 from sendense_tools.node.schemas import (
@@ -18,15 +27,32 @@ from sendense_tools.node.schemas import (
     StartRequest,
     VmDescription,
 )
+from sendense_tools.vsphere.inventory import VmNotFound
 
 JOBS = web.AppKey("jobs", JobManager)
 FORWARDS = web.AppKey("forwards", TunnelForwards)
 
 
+# The one place that decides the HTTP status of each domain error.
+ERRORS: dict[type[Exception], tuple[int, str]] = {
+    BadTargets: (400, "bad_nbd_targets"),
+    BadTls: (400, "bad_nbd_tls"),
+    JobNotFound: (404, "job_not_found"),
+    VmNotFound: (404, "vm_not_found"),
+    JobExists: (409, "job_exists"),
+    VmBusy: (409, "vm_busy"),
+    TargetRefused: (422, "nbd_target_refused"),
+    VcenterError: (502, "vcenter_error"),
+    SpoolError: (503, "spool_unavailable"),
+}
+
+
 def node_errors(exc: Exception) -> ApiError | None:
-    """The node's domain errors as HTTP answers (the one place that decides their status)."""
-    if isinstance(exc, TargetRefused):
-        return ApiError(422, "nbd_target_refused", str(exc))
+    """The node's domain errors as HTTP answers, by the closest class in ERRORS."""
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            status, code = ERRORS[cls]
+            return ApiError(status, code, str(exc))
     return None
 
 
@@ -40,11 +66,11 @@ async def start_backup(request: web.Request) -> web.Response:
     try:
         tls = TlsPsk(body.nbd_tls.username, body.nbd_tls.psk) if body.nbd_tls else None
     except ValueError as exc:
-        raise ApiError(400, "bad_nbd_tls", f"nbd_tls: {exc}") from None
+        raise BadTls(f"nbd_tls: {exc}") from None
     try:
         targets = parse_nbd_targets(body.nbd_targets, tls)
     except ValueError as exc:
-        raise ApiError(400, "bad_nbd_targets", f"nbd_targets: {exc}") from None
+        raise BadTargets(f"nbd_targets: {exc}") from None
     routed = request.app[FORWARDS].route_all(targets)
     job = await request.app[JOBS].start(body.job_id, body.vm, routed)
     return json_ok({"job_id": job.job_id, "status": job.status}, status=202)
@@ -60,9 +86,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    jobs = request.app[JOBS]
-    running = sum(1 for j in jobs.jobs.values() if j.status == "running")
-    return json_ok({"status": "ok", "running_backups": running})
+    return json_ok({"status": "ok", "running_backups": request.app[JOBS].running()})
 
 
 JOB = "/api/v1/backup/{job_id}"
@@ -81,7 +105,7 @@ OPERATIONS = [
         start_backup,
         "Snapshot a VM and copy its disks into the hub's exports",
         {202: StartAnswer},
-        errors=(404, 409, 502),
+        errors=(404, 409, 502, 503),
         body=StartRequest,
     ),
     Operation("GET", JOB, get_job, "One backup job of this node", {200: NodeJob}, errors=(404,)),

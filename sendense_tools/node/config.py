@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
 from sendense_tools.node.forwards import is_loopback
@@ -17,6 +17,9 @@ class ApiSection(Strict):
 
 class NodeSection(Strict):
     id: str = "node1"
+    # Job records and final reports that the hub has not taken yet; both outlive
+    # a restart (the unit's StateDirectory=sendense).
+    spool_dir: str = "/var/lib/sendense/spool"
 
 
 class HubSection(Strict):
@@ -25,6 +28,13 @@ class HubSection(Strict):
     token_file: str | None = None
     # Seconds between running-progress reports to the hub (the final one is sent at once).
     report_interval: float = Field(default=1.0, gt=0, le=60)
+    # A running job reports at least this often even when nothing changed, so
+    # the hub's [jobs] stall_timeout only fires on a real stall.
+    heartbeat_interval: float = Field(default=30.0, gt=0, le=3600)
+    # Backoff between attempts to hand the hub a final report: it is retried
+    # until the hub has taken or refused it, however long that takes.
+    report_retry_initial: float = Field(default=5.0, gt=0)
+    report_retry_max: float = Field(default=60.0, gt=0)
     # Where this node's tunnel binds its NBD forwards ([forwards].bind of
     # tunnel.toml). The hub names its own loopback bind address in nbd_targets;
     # the node connects to the same port on this address.
@@ -39,6 +49,14 @@ class HubSection(Strict):
         if not is_loopback(value):
             raise ValueError(f"nbd_host {value!r} is not a loopback address")
         return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HubSection:
+        if self.heartbeat_interval < self.report_interval:
+            raise ValueError("heartbeat_interval must not be shorter than report_interval")
+        if self.report_retry_max < self.report_retry_initial:
+            raise ValueError("report_retry_max must not be shorter than report_retry_initial")
+        return self
 
 
 class VcenterSection(Strict):
@@ -62,6 +80,9 @@ class BackupSection(Strict):
     vddk_libdir: str = "/opt/vmware-vix-disklib-distrib"
     # How long a disk copy keeps retrying dropped NBD connections (tunnel outages).
     retry_for: float = Field(default=300.0, gt=0)
+    # How long the node waits for vCenter to remove a snapshot (also on a stop:
+    # the unit's TimeoutStopSec is derived from it, see node/stopping.py).
+    snapshot_remove_timeout: float = Field(default=600.0, gt=0, le=86400)
 
 
 class NodeConfig(Strict):

@@ -1,68 +1,84 @@
-"""Progress and the final result of a backup, sent to the hub."""
+"""Reports to the hub: running progress with a heartbeat, and single attempts at a final one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.errors import SendenseError
 
 if TYPE_CHECKING:
-    from sendense_tools.node.jobs import Job
+    from sendense_tools.node.job import Job
 
 log = logging.getLogger("sendense.node")
+# 4xx answers that mean "not now" rather than "never".
+RETRYABLE_4XX = (408, 429)
+
+
+class Delivery(Enum):
+    TAKEN = "taken"
+    REFUSED = "refused"
+    RETRY = "retry"
 
 
 class HubReporter:
-    """PUT /api/v1/backups/{id}/progress: running updates at most every `interval` s,
-    and the final report retried so that a short tunnel outage does not lose it."""
+    """PUT /api/v1/backups/{id}/progress.
+
+    While a job runs: a report when something changed, at most every `interval`
+    seconds, and at least every `heartbeat` seconds even when nothing did (vCenter
+    may spend minutes creating or removing a snapshot), so that the hub can tell
+    a slow job from a dead one.
+    """
 
     def __init__(
-        self,
-        hub_url: str,
-        token: str,
-        interval: float = 1.0,
-        final_attempts: int = 8,
-        final_backoff: float = 1.0,
+        self, hub_url: str, token: str, interval: float = 1.0, heartbeat: float = 30.0
     ) -> None:
         self.hub_url = hub_url
         self.token = token
         self.interval = interval
-        self.final_attempts = final_attempts
-        self.final_backoff = final_backoff
+        self.heartbeat = heartbeat
 
-    async def _put(self, job: Job) -> None:
+    async def _put(self, job_id: str, report: dict[str, Any]) -> None:
         async with ApiClient(self.hub_url, self.token, timeout=30) as api:
-            await api.put(f"/api/v1/backups/{job.job_id}/progress", job.hub_report())
+            await api.put(f"/api/v1/backups/{job_id}/progress", report)
 
     async def follow(self, job: Job) -> None:
         """Report running progress while the job runs (cancelled when it ends)."""
+        loop = asyncio.get_running_loop()
+        sent: float | None = None
+        due = loop.time() + self.heartbeat
         while True:
-            await job.changed.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(due):
+                    await job.changed.wait()
+            if sent is not None and (pause := sent + self.interval - loop.time()) > 0:
+                await asyncio.sleep(pause)
             job.changed.clear()
+            sent = loop.time()
+            due = sent + self.heartbeat
             try:
-                await self._put(job)
+                await self._put(job.job_id, job.hub_report())
             except SendenseError as exc:
                 log.warning("progress report for %s failed: %s", job.job_id, exc)
-            await asyncio.sleep(self.interval)
 
-    async def final(self, job: Job) -> bool:
-        delay = self.final_backoff
-        for attempt in range(1, self.final_attempts + 1):
-            try:
-                await self._put(job)
-                return True
-            except ApiCallError as exc:
-                if 400 <= exc.status < 500:
-                    # The hub refused this report; sending it again cannot help.
-                    log.warning("hub refused the final report for %s: %s", job.job_id, exc)
-                    return False
-                log.warning("final report for %s failed (attempt %d): %s", job.job_id, attempt, exc)
-            except SendenseError as exc:
-                log.warning("final report for %s failed (attempt %d): %s", job.job_id, attempt, exc)
-            if attempt < self.final_attempts:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        return False
+    async def send_final(self, job_id: str, report: dict[str, Any]) -> Delivery:
+        """One attempt at handing the hub a final report."""
+        try:
+            await self._put(job_id, report)
+            return Delivery.TAKEN
+        except ApiCallError as exc:
+            if exc.status == 409:
+                # The hub already ended this job (its own stall check, a cancel): nothing to add.
+                log.info("hub already finished %s; final report not needed: %s", job_id, exc)
+                return Delivery.TAKEN
+            if 400 <= exc.status < 500 and exc.status not in RETRYABLE_4XX:
+                log.warning("hub refused the final report for %s: %s", job_id, exc)
+                return Delivery.REFUSED
+            log.warning("final report for %s not taken yet: %s", job_id, exc)
+        except SendenseError as exc:
+            log.warning("final report for %s not delivered yet: %s", job_id, exc)
+        return Delivery.RETRY

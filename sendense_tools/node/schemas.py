@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sendense_tools.api.fields import ByteCount
+from sendense_tools.backup.executor import Phase
 
 # The job id becomes part of the snapshot name and URLs: keep it plain.
 JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
@@ -61,6 +62,7 @@ class NodeJob(BaseModel):
     vm: str
     moref: str
     status: Literal["running", "completed", "failed", "cancelled"]
+    phase: Phase | None = Field(description="the backup's current step; null once it ended")
     snapshot: str | None
     error: str | None
     started_at: float

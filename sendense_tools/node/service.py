@@ -1,7 +1,9 @@
 """`sendense node serve`: the node API until SIGTERM, then a clean stop.
 
-On SIGTERM every running backup is cancelled, its snapshot removed and its
-final report sent before the process exits.
+At start, what the previous run left is finished in the background (spooled
+final reports, snapshots of crashed jobs: node/recovery.py). On SIGTERM every
+running backup is cancelled, its snapshot removed and its final report spooled
+and sent before the process exits (bounded: node/stopping.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from sendense_tools.node.api import make_app
 from sendense_tools.node.config import NodeConfig
 from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
+from sendense_tools.node.outbox import ReportOutbox
+from sendense_tools.node.recovery import start_recovery
 from sendense_tools.node.reporter import HubReporter
+from sendense_tools.node.spool import Spool
+from sendense_tools.node.stopping import backups_wait, exit_now
 from sendense_tools.systemd import notify
 from sendense_tools.vsphere.connection import VcenterParams
 
@@ -48,19 +54,31 @@ def backup_options(cfg: NodeConfig) -> BackupOptions:
         retry_for=b.retry_for,
         password_file=str(Path(cfg.vcenter.password_file).resolve()),
         owner=cfg.node.id,
+        snapshot_remove_timeout=b.snapshot_remove_timeout,
     )
 
 
 def build(cfg: NodeConfig) -> JobManager:
     token = read_secret(cfg.hub.token_file or cfg.api.token_file, "hub API token")
     vcenter_params(cfg)  # fail at start, not at the first backup, on a bad password file
-    reporter = HubReporter(cfg.hub.api_url, token, interval=cfg.hub.report_interval)
-    return JobManager(lambda: vcenter_params(cfg), backup_options(cfg), reporter)
+    h = cfg.hub
+    reporter = HubReporter(h.api_url, token, h.report_interval, h.heartbeat_interval)
+    spool = Spool(cfg.node.spool_dir).open()
+    outbox = ReportOutbox(spool, reporter, h.report_retry_initial, h.report_retry_max)
+    return JobManager(
+        lambda: vcenter_params(cfg),
+        backup_options(cfg),
+        reporter,
+        outbox,
+        backups_wait(cfg.backup),
+        exit_now,
+    )
 
 
 async def serve(config_path: str) -> None:
     cfg = load_config(config_path, NodeConfig)
     jobs = build(cfg)
+    start_recovery(jobs, cfg.hub.report_retry_initial, cfg.hub.report_retry_max)
     api_token = read_secret(cfg.api.token_file, "API token")
     host, port = cfg.api.listen
     forwards = TunnelForwards(cfg.hub.nbd_host, cfg.hub.nbd_ports)

@@ -21,6 +21,8 @@ SNAPSHOT_PREFIX = "sendense-"
 # that backup is still running.
 OWNER_MARK = "sendense-owner="
 DEFAULT_OWNER = socket.gethostname()
+# [backup] snapshot_remove_timeout's default.
+REMOVE_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -81,23 +83,51 @@ def create_snapshot(
     return SnapshotRef(name, snap._moId, snap)
 
 
-def remove_snapshot(session: VsphereSession, snap: SnapshotRef) -> None:
-    """Remove one snapshot (not its children); an already-gone snapshot is fine."""
+def remove_snapshot(
+    session: VsphereSession, snap: SnapshotRef, timeout: float = REMOVE_TIMEOUT
+) -> None:
+    """Remove one snapshot (not its children); an already-gone snapshot is fine.
+
+    Waits at most `timeout` seconds for vCenter (consolidating a big delta takes a while).
+    """
     try:
         task = session.call(snap.obj.RemoveSnapshot_Task, removeChildren=False, consolidate=True)
     except vmodl.fault.ManagedObjectNotFound:
         return
-    wait_task(session, task, f"remove snapshot {snap.name!r}")
+    wait_task(session, task, f"remove snapshot {snap.name!r}", timeout)
 
 
 def remove_leftovers(
-    session: VsphereSession, vm: vim.VirtualMachine, owner: str = DEFAULT_OWNER
+    session: VsphereSession,
+    vm: vim.VirtualMachine,
+    owner: str = DEFAULT_OWNER,
+    timeout: float = REMOVE_TIMEOUT,
 ) -> list[str]:
     """Remove snapshots an earlier run on this appliance left behind; return their names."""
     removed = []
     for snap in list_snapshots(session, vm):
         if snap.owned_by(owner):
-            remove_snapshot(session, snap)
+            remove_snapshot(session, snap, timeout)
+            removed.append(snap.name)
+    return removed
+
+
+def remove_job_snapshot(
+    session: VsphereSession,
+    vm: vim.VirtualMachine,
+    job_id: str,
+    owner: str,
+    timeout: float = REMOVE_TIMEOUT,
+) -> list[str]:
+    """Remove the snapshot job `job_id` of appliance `owner` made, if it is still there.
+
+    Only that name with that owner mark: another appliance may run a job of the same id.
+    """
+    name = snapshot_name(job_id)
+    removed = []
+    for snap in list_snapshots(session, vm):
+        if snap.name == name and snap.owned_by(owner):
+            remove_snapshot(session, snap, timeout)
             removed.append(snap.name)
     return removed
 

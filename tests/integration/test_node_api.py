@@ -20,7 +20,9 @@ from sendense_tools.nbd.digest import sha256_of_nbd
 from sendense_tools.node.api import OPERATIONS, make_app
 from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
+from sendense_tools.node.outbox import ReportOutbox
 from sendense_tools.node.reporter import HubReporter
+from sendense_tools.node.spool import Spool
 from tests.fixtures.bad_requests import bad_requests
 from tests.fixtures.ports import free_port, free_port_range, port_is_listening
 from tests.fixtures.procs import stop_process
@@ -65,12 +67,14 @@ async def hub():
     await runner.cleanup()
 
 
-async def serve_node(vcsim, hub, forwards: TunnelForwards):
+async def serve_node(vcsim, hub, forwards: TunnelForwards, spool_dir: Path):
     """A node API on a free port: (url, jobs, runner)."""
+    reporter = HubReporter(hub.url, TOKEN, interval=0.2)
     jobs = JobManager(
         lambda: vcsim.params(),
         BackupOptions(retry_for=2),
-        HubReporter(hub.url, TOKEN, interval=0.2, final_attempts=2, final_backoff=0.1),
+        reporter,
+        ReportOutbox(Spool(spool_dir).open(), reporter, retry_initial=0.1, retry_max=0.5),
     )
     port = free_port()
     runner = await serve_app(make_app(jobs, TOKEN, forwards), "127.0.0.1", port)
@@ -78,10 +82,11 @@ async def serve_node(vcsim, hub, forwards: TunnelForwards):
 
 
 @pytest.fixture
-async def node_url(vcsim, hub):
+async def node_url(vcsim, hub, tmp_path):
     # The test exports listen on ephemeral ports: this node's "tunnel" forwards
     # all of them (the forward checks have their own node with a narrow range).
-    url, jobs, runner = await serve_node(vcsim, hub, TunnelForwards("127.0.0.1", (1, 65535)))
+    forwards = TunnelForwards("127.0.0.1", (1, 65535))
+    url, jobs, runner = await serve_node(vcsim, hub, forwards, tmp_path / "spool")
     yield url
     await jobs.shutdown()
     await runner.cleanup()
@@ -226,6 +231,9 @@ async def test_sigterm_cancels_backups_removes_snapshots_and_reports(
 listen = "127.0.0.1:{port}"
 token_file = "{token_file}"
 
+[node]
+spool_dir = "{tmp_path / "spool"}"
+
 [hub]
 api_url = "{hub.url}"
 # The slow exports listen on ephemeral ports.
@@ -364,10 +372,11 @@ FORWARD_HOST = "127.0.0.2"
 
 
 @pytest.fixture
-async def tunnel_node(vcsim, hub):
+async def tunnel_node(vcsim, hub, tmp_path):
     """A node whose tunnel forwards 3 ports on 127.0.0.2: (client, (first, last))."""
     ports = free_port_range(3)
-    url, jobs, runner = await serve_node(vcsim, hub, TunnelForwards(FORWARD_HOST, ports))
+    forwards = TunnelForwards(FORWARD_HOST, ports)
+    url, jobs, runner = await serve_node(vcsim, hub, forwards, tmp_path / "spool")
     async with aiohttp.ClientSession(
         base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:

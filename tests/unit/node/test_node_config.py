@@ -31,3 +31,23 @@ def test_a_range_and_a_loopback_host_are_accepted():
 def test_bad_values_name_the_key(hub, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse_config({"hub": hub}, NodeConfig)
+
+
+def test_the_keys_of_jobs_that_always_end():
+    cfg = parse_config({}, NodeConfig)
+    assert cfg.node.spool_dir == "/var/lib/sendense/spool"
+    assert (cfg.hub.heartbeat_interval, cfg.hub.report_retry_initial) == (30.0, 5.0)
+    assert (cfg.hub.report_retry_max, cfg.backup.snapshot_remove_timeout) == (60.0, 600.0)
+
+
+@pytest.mark.parametrize(
+    ("hub", "message"),
+    [
+        ({"heartbeat_interval": 0.5, "report_interval": 1}, "heartbeat_interval must not"),
+        ({"report_retry_initial": 10, "report_retry_max": 5}, "report_retry_max must not"),
+        ({"heartbeat_interval": 0}, "hub.heartbeat_interval"),
+    ],
+)
+def test_report_timings_are_checked(hub, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"hub": hub}, NodeConfig)

@@ -1,0 +1,87 @@
+"""One backup job on this node: its state, its reports to the hub, its record in the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DiskState:
+    disk_id: str
+    bytes_total: int
+    bytes_copied: int = 0
+    sha256: str | None = None
+
+
+@dataclass
+class Job:
+    job_id: str
+    vm: str
+    moref: str
+    disks: dict[str, DiskState]
+    status: str = "running"  # running | completed | failed | cancelled
+    # The executor's step (backup/executor.py Phase) while running; None once ended.
+    phase: str | None = "connecting"
+    snapshot: str | None = None
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hub_report(self) -> dict[str, Any]:
+        """The body of PUT /api/v1/backups/{id}/progress."""
+        status = "failed" if self.status == "cancelled" else self.status
+        return {
+            "status": status,
+            "snapshot": self.snapshot,
+            "error": self.error,
+            "disks": [
+                {
+                    "disk_id": d.disk_id,
+                    "bytes_copied": d.bytes_copied,
+                    "bytes_total": d.bytes_total,
+                    "sha256": d.sha256,
+                }
+                for d in self.disks.values()
+            ],
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """GET /api/v1/backup/{id}, and the job's record in the spool."""
+        return {
+            "job_id": self.job_id,
+            "vm": self.vm,
+            "moref": self.moref,
+            "status": self.status,
+            "phase": self.phase,
+            "snapshot": self.snapshot,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "disks": self.hub_report()["disks"],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Job:
+        """A job as an earlier run of the node recorded it (no task: it is not running here)."""
+        disks = {
+            d["disk_id"]: DiskState(d["disk_id"], d["bytes_total"], d["bytes_copied"], d["sha256"])
+            for d in record["disks"]
+        }
+        return cls(
+            record["job_id"],
+            record["vm"],
+            record["moref"],
+            disks,
+            status=record["status"],
+            phase=record.get("phase"),
+            snapshot=record.get("snapshot"),
+            error=record.get("error"),
+            started_at=record["started_at"],
+            finished_at=record.get("finished_at"),
+        )
