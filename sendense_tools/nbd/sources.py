@@ -143,8 +143,12 @@ def _probe(endpoint: NbdEndpoint) -> None:
         close_handle(h)
 
 
-async def _in_thread(fn: Callable[[], None]) -> None:
-    """Run a blocking call on a short-lived thread (not the loop's shared executor)."""
+async def _in_thread(fn: Callable[[], None], unblock: Callable[[], None]) -> None:
+    """Run a blocking call on a short-lived thread (not the loop's shared executor).
+
+    Cancelled, it calls `unblock` (which must make `fn` return soon) and only then
+    joins: joining a thread still blocked in `fn` would freeze the event loop.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
 
@@ -159,7 +163,12 @@ async def _in_thread(fn: Callable[[], None]) -> None:
     thread = threading.Thread(target=run, name="nbd-probe")
     thread.start()
     try:
-        await future
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        unblock()
+        with contextlib.suppress(BaseException):
+            await future
+        raise
     finally:
         thread.join()  # it has settled the future: this is a moment
 
@@ -227,7 +236,7 @@ async def _serve(
         endpoint = NbdEndpoint(f"nbd+unix:///?socket={sock}")
         if probe:
             try:
-                await _in_thread(lambda: _probe(endpoint))
+                await _in_thread(lambda: _probe(endpoint), proc.kill)
             except nbd.Error as e:
                 reason = _last_error(log) or describe(e)
                 raise SourceError(f"{what}: {reason}") from None
