@@ -21,7 +21,7 @@ from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.api.server import ApiError
 from sendense_tools.errors import SendenseError
 from sendense_tools.hub.allocator import PoolMetrics, SlotAllocator
-from sendense_tools.hub.config import HubConfig
+from sendense_tools.hub.config import HubConfig, NodeEntry
 from sendense_tools.hub.exports import Export, ExportError, start_export
 from sendense_tools.hub.images import ImageError, StorageError, create_image
 from sendense_tools.hub.leftovers import is_qemu_nbd, kill_pid
@@ -103,6 +103,16 @@ class JobManager:
 
     def live_pids(self) -> list[int]:
         return [e.pid for j in self._jobs.values() for e in j.exports.values() if e.alive]
+
+    def set_nodes(self, nodes: dict[str, NodeEntry], tokens: dict[str, str]) -> None:
+        """Swap the node table and tokens (a reload); a removed node's jobs are cancelled."""
+        removed = [j for j in self._jobs.values() if j.node not in nodes and not j.closing]
+        self.config = self.config.model_copy(update={"nodes": nodes})
+        self.node_tokens = tokens
+        for job in removed:
+            # Its node is no longer ours to call; the node's copy fails on its own.
+            job.node_started = False
+            self._spawn(self._terminate(job, "cancelled", f"node {job.node} removed from the hub"))
 
     # -- start ----------------------------------------------------------------
 
