@@ -64,6 +64,10 @@ class StateSection(Strict):
     db: str = "/var/lib/sendense/hub.db"
 
 
+class JobsSection(Strict):
+    stall_timeout: float = Field(300, gt=0)
+
+
 class NodeEntry(Strict):
     api_url: str = "http://127.0.0.1:9081"
     # Per-node token: the hub uses it to call the node and to tell which node
@@ -78,6 +82,7 @@ class HubConfig(Strict):
     nbd: NbdSection = NbdSection()
     repository: RepositorySection = RepositorySection()
     state: StateSection = StateSection()
+    jobs: JobsSection = JobsSection()
     nodes: dict[str, NodeEntry] = {}
 
     @model_validator(mode="after")
