@@ -62,6 +62,7 @@ class BackupSection(Strict):
     vddk_libdir: str = "/opt/vmware-vix-disklib-distrib"
     # How long a disk copy keeps retrying dropped NBD connections (tunnel outages).
     retry_for: float = Field(default=300.0, gt=0)
+    snapshot_remove_timeout: float = Field(default=600.0, gt=0)
 
 
 class NodeConfig(Strict):
