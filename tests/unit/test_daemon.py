@@ -65,9 +65,11 @@ class Recorder(daemon.Service):
         self.broken_config = False
         self.crash = asyncio.Event()
         self.start_gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
 
     async def start(self) -> str:
         self.calls.append("start")
+        self.started.set()
         if self.start_gate is not None:
             await self.start_gate.wait()
         return "serving generation 0"
@@ -171,8 +173,7 @@ async def test_a_stop_while_starting_cancels_the_start_and_cleans_up(notify):
     service = Recorder()
     service.start_gate = asyncio.Event()  # e.g. the tunnel, waiting for its hub
     task = asyncio.create_task(daemon.run(service, "tunnel"))
-    while "start" not in service.calls:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(service.started.wait(), WAIT)
     kill(signal.SIGTERM)
     await asyncio.wait_for(task, WAIT)
     lines = notify.lines()
