@@ -20,8 +20,9 @@ from sendense_tools.hub.store import Store
 
 log = logging.getLogger(__name__)
 
-# What a reload cannot change: the listeners, the exports and the files in use.
-RESTART_SECTIONS = ("api", "nbd", "repository", "state")
+# A reload changes the node table only: the other sections hold the listeners,
+# the exports and the files in use, which only a restart can change.
+RELOADED = "nodes"
 
 
 def read_tokens(config: HubConfig) -> tuple[str, dict[str, str]]:
@@ -109,7 +110,11 @@ class Hub(daemon.Service):
         if self.config_path is None or self.jobs is None:
             raise ConfigError("the hub was started without a config file to re-read")
         new = load_config(self.config_path, HubConfig)
-        stale = [s for s in RESTART_SECTIONS if getattr(new, s) != getattr(self.config, s)]
+        stale = [
+            section
+            for section in HubConfig.model_fields
+            if section != RELOADED and getattr(new, section) != getattr(self.config, section)
+        ]
         if stale:
             log.warning(
                 "%s: [%s] changed: needs a restart, keeping the running values",
@@ -117,7 +122,7 @@ class Hub(daemon.Service):
             )  # fmt: skip
         # Validated again: a node id must also fit the RUNNING socket directory.
         merged = parse_config(
-            {**self.config.model_dump(), "nodes": new.model_dump()["nodes"]},
+            {**self.config.model_dump(), RELOADED: new.model_dump()[RELOADED]},
             HubConfig,
             source=self.config_path,
         )
