@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from sendense_tools import systemd
+from sendense_tools.errors import SendenseError
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +131,13 @@ async def _reload(service: Service, name: str, status: str) -> str:
         log.warning("%s has nothing to reload: SIGHUP ignored", name)
         return status
     systemd.notify("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}", f"STATUS={name} reloading")
+    # A refused or failed reload never stops the daemon: the old configuration stays.
     try:
         status = await service.reload()
-    # A refused reload must never stop the daemon: the old configuration stays.
-    except Exception as exc:
+    except SendenseError as exc:
         log.error("%s reload refused, keeping the running configuration: %s", name, exc)
+    except Exception:
+        log.exception("%s reload failed, keeping the running configuration", name)
     else:
         log.info("%s reloaded: %s", name, status)
     systemd.notify("READY=1", f"STATUS={status}")

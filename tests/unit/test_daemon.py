@@ -63,6 +63,7 @@ class Recorder(daemon.Service):
         self.calls: list[str] = []
         self.generation = 0
         self.broken_config = False
+        self.buggy = False
         self.crash = asyncio.Event()
         self.start_gate: asyncio.Event | None = None
         self.started = asyncio.Event()
@@ -89,6 +90,8 @@ class Reloadable(Recorder):
         self.calls.append("reload")
         if self.broken_config:
             raise ConfigError("hub.toml: nodes.a: unknown key")
+        if self.buggy:
+            raise KeyError("nodes")
         self.generation += 1
         return f"serving generation {self.generation}"
 
@@ -131,6 +134,25 @@ async def test_a_refused_reload_keeps_the_daemon_and_its_status(notify, caplog):
     kill(signal.SIGINT)
     await asyncio.wait_for(task, WAIT)
     assert service.calls == ["start", "reload", "stop"]
+
+
+async def test_a_reload_that_fails_is_logged_with_its_traceback_and_the_daemon_goes_on(
+    notify, caplog
+):
+    service = Reloadable()
+    service.buggy = True
+    task = asyncio.create_task(daemon.run(service, "hub"))
+    await notify.until("READY=1")
+    kill(signal.SIGHUP)
+    await notify.until("RELOADING=1")
+    assert await notify.until("READY=1") == ["READY=1", "STATUS=serving generation 0"]
+    (failed,) = [r for r in caplog.records if "reload failed" in r.getMessage()]
+    assert failed.exc_info is not None and failed.exc_info[0] is KeyError
+    service.buggy = False
+    kill(signal.SIGHUP)
+    assert await notify.until("READY=1") == ["READY=1", "STATUS=serving generation 1"]
+    kill(signal.SIGTERM)
+    await asyncio.wait_for(task, WAIT)
 
 
 async def test_sighup_without_reload_is_logged_and_ignored(notify, caplog):
