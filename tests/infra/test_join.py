@@ -36,7 +36,7 @@ JOIN_INVENTORY = "all:\n  children:\n    nodes:\n      children:\n        joinin
 # still runs when the hub takes the new node: the backup starts as the playbook
 # registers the node, a few tasks before the hub's reload.
 BIG_VM = "DC0_C0_RP0_VM4"
-BIG_DISKS = "1024M,768M"
+BIG_DISKS = "1536M,1536M"
 REGISTERING = "Write the node's record on the hub"
 RELOADED = "reloaded the node table"
 
@@ -97,17 +97,15 @@ def _main_pid(hub) -> str:
     return run_ok(hub, "systemctl", "show", "-p", "MainPID", "--value", "sendense-hub").strip()
 
 
-def _journal_cursor(hub) -> str:
-    out = run_ok(hub, "journalctl", "-u", "sendense-hub", "-n", "0", "--show-cursor")
-    return out.strip().rsplit("-- cursor: ", 1)[1]
+def _hub_clock(hub) -> str:
+    return run_ok(hub, "date", "+%s").strip()
 
 
-def _journal_since(hub, cursor: str) -> list[tuple[float, str]]:
-    """(seconds since the epoch, message) of the hub's journal lines after `cursor`."""
+def _journal_since(hub, since: str) -> list[tuple[float, str]]:
+    """(seconds since the epoch, message) of the hub's journal lines since `since`."""
     out = run_ok(
-        hub, "journalctl", "--no-pager", "-u", "sendense-hub", "-o", "json",
-        "--after-cursor", cursor,
-    )  # fmt: skip
+        hub, "journalctl", "--no-pager", "-u", "sendense-hub", "-o", "json", "--since", f"@{since}"
+    )
     entries = [json.loads(line) for line in out.splitlines() if line.strip()]
     return [(int(e["__REALTIME_TIMESTAMP"]) / 1e6, str(e.get("MESSAGE", ""))) for e in entries]
 
@@ -129,7 +127,7 @@ def test_deploy_node_onto_existing_hub_touches_no_other_node(request, joined, vc
     backer = others[0]
     seed = _seed_big_vm(vcenters[0], thumbprint)
     hub_pid = _main_pid(hub)
-    cursor = _journal_cursor(hub)
+    since = _hub_clock(hub)
 
     # The extra inventory sits next to the scenario's, so its group_vars apply too.
     with tempfile.NamedTemporaryFile(
@@ -159,7 +157,7 @@ def test_deploy_node_onto_existing_hub_touches_no_other_node(request, joined, vc
 
     # The hub took the new node by a reload: same process, and it says so.
     assert _main_pid(hub) == hub_pid, "the hub restarted: every running backup failed"
-    reloads = [t for t, msg in _journal_since(hub, cursor) if RELOADED in msg]
+    reloads = [t for t, msg in _journal_since(hub, since) if RELOADED in msg]
     assert reloads, f"no {RELOADED!r} in the hub's journal"
 
     record = _wait_for(backer, backup_id)
