@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -53,16 +54,16 @@ STORAGE_CODES = {
 }
 
 
-def make_authenticator(admin_token: str, node_tokens: dict[str, str]):
+def make_authenticator(admin_token: str, node_tokens: Callable[[], dict[str, str]]):
     """Token -> principal: "admin" or a node id (a node's token names that node).
 
-    `node_tokens` is read at each request: the hub's reload swaps its content.
+    `node_tokens` is read at every request: a reload swaps the node table live.
     """
 
     def authenticate(token: str) -> str | None:
         if token_matches(token, [admin_token]):
             return ADMIN
-        by_token = {t: n for n, t in node_tokens.items()}
+        by_token = {t: n for n, t in node_tokens().items()}
         found = token_matches(token, by_token)
         return by_token[found] if found else None
 
@@ -290,9 +291,8 @@ OPERATIONS = [
 ]
 
 
-def make_app(jobs: JobManager, admin_token: str, node_tokens: dict[str, str]) -> web.Application:
-    app = make_api(
-        "Sendense hub API", OPERATIONS, make_authenticator(admin_token, node_tokens), hub_errors
-    )
+def make_app(jobs: JobManager, admin_token: str) -> web.Application:
+    authenticate = make_authenticator(admin_token, lambda: jobs.node_tokens)
+    app = make_api("Sendense hub API", OPERATIONS, authenticate, hub_errors)
     app[JOBS] = jobs
     return app

@@ -92,11 +92,9 @@ class JobManager:
     def set_nodes(self, nodes: dict[str, NodeEntry], node_tokens: dict[str, str]) -> None:
         """The reloaded node table; a removed node's running jobs are cancelled."""
         removed = set(self.nodes) - set(nodes)
-        tokens = dict(node_tokens)
+        # Swapped whole: the API's authenticator reads `node_tokens` at each request.
         self.nodes = dict(nodes)
-        # In place: the API's authenticator reads this same mapping.
-        self.node_tokens.clear()
-        self.node_tokens.update(tokens)
+        self.node_tokens = dict(node_tokens)
         for job in list(self._jobs.values()):
             if job.node in removed:
                 log.warning("backup %s: node %s removed from the hub", job.id, job.node)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 
 from aiohttp import web
 
-from sendense_tools import systemd
+from sendense_tools import daemon
 from sendense_tools.api.server import serve_app
-from sendense_tools.config import load_config, read_secret
+from sendense_tools.config import load_config, parse_config, read_secret
 from sendense_tools.errors import ConfigError
 from sendense_tools.hub.allocator import SlotAllocator
 from sendense_tools.hub.api import make_app
@@ -21,6 +19,10 @@ from sendense_tools.hub.options import ExportOptions, effective_options
 from sendense_tools.hub.store import Store
 
 log = logging.getLogger(__name__)
+
+# A reload changes the node table only: the other sections hold the listeners,
+# the exports and the files in use, which only a restart can change.
+RELOADED = "nodes"
 
 
 def read_tokens(config: HubConfig) -> tuple[str, dict[str, str]]:
@@ -39,11 +41,17 @@ def read_tokens(config: HubConfig) -> tuple[str, dict[str, str]]:
     return admin, nodes
 
 
-class Hub:
-    """The running hub; `async with Hub(config)` in tests, `serve()` in production."""
+class Hub(daemon.Service):
+    """The running hub; `async with Hub(config)` in tests, `serve()` in production.
 
-    def __init__(self, config: HubConfig) -> None:
+    With `config_path`, reload() (SIGHUP) re-reads the node table from it.
+    """
+
+    reloadable = True
+
+    def __init__(self, config: HubConfig, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.jobs: JobManager | None = None
         self._store: Store | None = None
         self._runner: web.AppRunner | None = None
@@ -53,7 +61,11 @@ class Hub:
         host, port = self.config.api.listen
         return f"http://{host}:{port}"
 
-    async def start(self) -> None:
+    @property
+    def status(self) -> str:
+        return f"serving {len(self.config.nodes)} nodes on {self.url}"
+
+    async def start(self) -> str:
         cfg = self.config
         admin, node_tokens = read_tokens(cfg)
         options = await asyncio.to_thread(
@@ -78,7 +90,7 @@ class Hub:
             log.warning("marked %d unfinished backups failed: hub restarted", len(failed))
         host, port = cfg.api.listen
         try:
-            self._runner = await serve_app(make_app(self.jobs, admin, node_tokens), host, port)
+            self._runner = await serve_app(make_app(self.jobs, admin), host, port)
         except OSError as exc:
             self._store.close()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -87,6 +99,43 @@ class Hub:
             "hub API on %s; exports on %s (cache=%s aio=%s tls_psk=%s)",
             self.url, where, options.cache, options.aio, nbd.tls_psk,
         )  # fmt: skip
+        return self.status
+
+    async def reload(self) -> str:
+        """Take the node table (and node tokens) from the config file again.
+
+        A broken file raises ConfigError and changes nothing; the other sections
+        keep their running values until a restart.
+        """
+        if self.config_path is None or self.jobs is None:
+            raise ConfigError("the hub was started without a config file to re-read")
+        new = load_config(self.config_path, HubConfig)
+        stale = [
+            section
+            for section in HubConfig.model_fields
+            if section != RELOADED and getattr(new, section) != getattr(self.config, section)
+        ]
+        if stale:
+            log.warning(
+                "%s: [%s] changed: needs a restart, keeping the running values",
+                self.config_path, "], [".join(stale),
+            )  # fmt: skip
+        # Validated again: a node id must also fit the RUNNING socket directory.
+        merged = parse_config(
+            {**self.config.model_dump(), RELOADED: new.model_dump()[RELOADED]},
+            HubConfig,
+            source=self.config_path,
+        )
+        _, node_tokens = read_tokens(merged)
+        before, after = set(self.config.nodes), set(merged.nodes)
+        self.jobs.set_nodes(merged.nodes, node_tokens)
+        self.config = merged
+        log.info(
+            "reloaded the node table: %d nodes (added: %s; removed: %s)",
+            len(after), ", ".join(sorted(after - before)) or "none",
+            ", ".join(sorted(before - after)) or "none",
+        )  # fmt: skip
+        return self.status
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -110,30 +159,7 @@ class Hub:
         await self.stop()
 
 
-async def _watchdog(interval: float) -> None:
-    while True:
-        systemd.notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
-
-
-async def run(config: HubConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with Hub(config):
-        systemd.notify("READY=1", "STATUS=serving")
-        interval = systemd.watchdog_interval()
-        pinger = asyncio.create_task(_watchdog(interval)) if interval else None
-        await stop.wait()
-        systemd.notify("STOPPING=1", "STATUS=stopping qemu-nbd exports")
-        if pinger is not None:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
-
-
 def serve(config_path: str) -> None:
     config = load_config(config_path, HubConfig)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(config))
+    asyncio.run(daemon.run(Hub(config, config_path), "hub"))

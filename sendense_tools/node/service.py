@@ -8,11 +8,10 @@ and sent before the process exits (bounded: node/stopping.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
 
+from sendense_tools import daemon
 from sendense_tools.api.server import serve_app
 from sendense_tools.backup.executor import BackupOptions
 from sendense_tools.config import load_config, read_secret
@@ -25,7 +24,6 @@ from sendense_tools.node.recovery import start_recovery
 from sendense_tools.node.reporter import HubReporter
 from sendense_tools.node.spool import Spool
 from sendense_tools.node.stopping import backups_wait, exit_now
-from sendense_tools.systemd import notify
 from sendense_tools.vsphere.connection import VcenterParams
 
 log = logging.getLogger("sendense.node")
@@ -83,16 +81,23 @@ async def serve(config_path: str) -> None:
     host, port = cfg.api.listen
     forwards = TunnelForwards(cfg.hub.nbd_host, cfg.hub.nbd_ports)
     runner = await serve_app(make_app(jobs, api_token, forwards), host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info("node API listening on %s:%d", host, port)
-    notify("READY=1", f"STATUS=node API on {host}:{port}")
     try:
-        await stop.wait()
-        notify("STOPPING=1")
-        log.info("stopping: cancelling running backups")
-        await jobs.shutdown()
+        await daemon.run(_Running(jobs, f"node API on {host}:{port}"), "node")
     finally:
         await runner.cleanup()
+
+
+class _Running(daemon.Service):
+    """The node once its API is up: a stop cancels the backups (snapshots removed, reported)."""
+
+    def __init__(self, jobs: JobManager, status: str) -> None:
+        self.jobs = jobs
+        self.status = status
+
+    async def start(self) -> str:
+        return self.status
+
+    async def stop(self) -> None:
+        log.info("stopping: cancelling running backups")
+        await self.jobs.shutdown()

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncssh
 
-from sendense_tools import systemd
+from sendense_tools import daemon, systemd
 from sendense_tools.config import port_list
 from sendense_tools.tunnel.backoff import Backoff
 from sendense_tools.tunnel.config import TunnelConfig
@@ -43,7 +42,7 @@ class _Slot:
     ever_up: bool = False
 
 
-class Supervisor:
+class Supervisor(daemon.Service):
     def __init__(self, cfg: TunnelConfig) -> None:
         self.cfg = cfg
         fw = cfg.forwards
@@ -68,7 +67,7 @@ class Supervisor:
         self._any_up = asyncio.Event()
         self._stopping = asyncio.Event()
         self._round_robin = itertools.count()
-        self._ready_sent = False
+        self._tasks: list[asyncio.Task] = []
 
     # -- used by the forwarder -------------------------------------------------
 
@@ -89,15 +88,8 @@ class Supervisor:
 
     # -- life cycle --------------------------------------------------------------
 
-    def stop(self) -> None:
-        if not self._stopping.is_set():
-            log_event("stopping", reason="signal")
-            self._stopping.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+    async def start(self) -> str:
+        """Bind the listeners and connect; done once the first connection is up."""
         fw = self.cfg.forwards
         await self.forwards.start()
         log_event(
@@ -109,30 +101,39 @@ class Supervisor:
             forwards=self.forwards.bound,
         )
         self._publish()
-        tasks = [asyncio.create_task(self._slot_loop(slot)) for slot in self.slots]
-        watchdog = asyncio.create_task(self._watchdog())
-        stopping = asyncio.create_task(self._stopping.wait())
+        self._tasks = [asyncio.create_task(self._slot_loop(slot)) for slot in self.slots]
+        # READY only once connected: the node's units order themselves after us.
+        connected = asyncio.ensure_future(self._any_up.wait())
         try:
-            # A connection loop only returns on stop; one that raised is a bug,
-            # and exiting non-zero lets systemd restart us.
-            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task.done() and task.exception() is not None:
-                    log_event("crashed", "error", error=repr(task.exception()))
-                    raise task.exception()
+            await asyncio.wait([connected, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopping.cancel()
-            systemd.notify("STOPPING=1")
-            for task in [*tasks, watchdog]:
-                task.cancel()
-            await asyncio.gather(*tasks, watchdog, return_exceptions=True)
-            await self.forwards.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            self.status.backoff_seconds = None
-            self.status.next_attempt_at = None
-            self._publish()
-            log_event("stopped")
+            connected.cancel()
+        self._raise_crashed()
+        return self._status_line()
+
+    async def finished(self) -> None:
+        # A connection loop only returns on stop; one that raised is a bug,
+        # and exiting non-zero lets systemd restart us.
+        await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_crashed()
+
+    def _raise_crashed(self) -> None:
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log_event("crashed", "error", error=repr(task.exception()))
+                raise task.exception()
+
+    async def stop(self) -> None:
+        log_event("stopping", reason="signal")
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.forwards.stop()
+        self.status.backoff_seconds = None
+        self.status.next_attempt_at = None
+        self._publish()
+        log_event("stopped")
 
     async def _slot_loop(self, slot: _Slot) -> None:
         backoff = Backoff(self.cfg.backoff.initial, self.cfg.backoff.max)
@@ -182,9 +183,6 @@ class Supervisor:
         log_event("connected", hub=self.status.hub, connection=slot.index)
         reverse = asyncio.create_task(self._reverse_loop(conn)) if slot.index == 0 else None
         self._publish()
-        if not self._ready_sent:
-            self._ready_sent = True
-            systemd.notify("READY=1")
         closed = asyncio.ensure_future(conn.wait_closed())
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -236,17 +234,6 @@ class Supervisor:
             self.status.reverse_up = False
             return
 
-    async def _watchdog(self) -> None:
-        interval = systemd.watchdog_interval()
-        if interval is None:
-            return
-        # Healthy = the event loop answers and every connection loop is alive
-        # (connected, or retrying on its schedule): a hub outage is not ours to fix
-        # by restarting, and a crashed loop ends the process anyway.
-        while True:
-            systemd.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
-
     def _publish(self) -> None:
         st = self.status
         up = sum(1 for s in self.slots if s.conn is not None)
@@ -260,8 +247,12 @@ class Supervisor:
         st.forwards_up = (len(self.ports) if up else 0) + (1 if st.reverse_up else 0)
         st.updated_at = _now()
         write_status(self.cfg.status.file, st)
+        systemd.notify(f"STATUS={self._status_line()}")
+
+    def _status_line(self) -> str:
+        st = self.status
         state = "connected" if st.connected else f"disconnected ({st.last_error})"
-        systemd.notify(f"STATUS={state}; {st.forwards_up}/{st.forwards_total} forwards up")
+        return f"{state}; {st.forwards_up}/{st.forwards_total} forwards up"
 
 
 def forward_targets(cfg: TunnelConfig) -> dict[int, Target]:
@@ -278,4 +269,4 @@ def forward_targets(cfg: TunnelConfig) -> dict[int, Target]:
 
 
 def run_tunnel(cfg: TunnelConfig) -> None:
-    asyncio.run(Supervisor(cfg).run())
+    asyncio.run(daemon.run(Supervisor(cfg), "tunnel"))

@@ -135,3 +135,17 @@ def test_hub_unit_hardening(hub):
     score = exposure(hub, "sendense-hub.service")
     print(f"exposure sendense-hub.service on {hub.backend.get_pytest_id()}: {score}")
     assert score <= MAX_EXPOSURE
+
+
+def test_hub_unit_verifies_reloads_and_has_a_watchdog(hub):
+    run_ok(hub, "systemd-analyze", "verify", "sendense-hub.service")
+    show = dict(
+        line.split("=", 1)
+        for line in run_ok(
+            hub, "systemctl", "show", "-p", "WatchdogUSec", "-p", "ExecReload", "-p", "CanReload",
+            "sendense-hub.service",
+        ).splitlines()
+    )  # fmt: skip
+    assert show["CanReload"] == "yes", show
+    assert "kill" in show["ExecReload"] and "-HUP" in show["ExecReload"], show
+    assert show["WatchdogUSec"] not in ("0", "infinity"), show

@@ -189,3 +189,23 @@ def test_node_units_hardening(node):
         score = exposure(node, unit)
         print(f"exposure {unit} on {node.backend.get_pytest_id()}: {score}")
         assert score <= MAX_EXPOSURE, f"{unit}: {score}"
+
+
+def test_node_unit_outwaits_the_snapshot_removal(node):
+    """systemd must not kill a stopping node while it removes a backup's snapshot."""
+    for unit in ("sendense-node.service", "sendense-tunnel.service"):
+        run_ok(node, "systemd-analyze", "verify", unit)
+    timeout = read_toml(node, NODE_TOML)["backup"]["snapshot_remove_timeout"]
+    out = run_ok(node, "systemctl", "show", "-p", "TimeoutStopUSec", "sendense-node.service")
+    stop = out.strip().split("=", 1)[1]
+    assert _seconds(stop) > timeout, f"TimeoutStopSec {stop} <= snapshot_remove_timeout {timeout}"
+
+
+def _seconds(span: str) -> float:
+    """systemd's time span text ("11min", "1min 30s", "90s") in seconds."""
+    units = {"h": 3600, "min": 60, "s": 1, "ms": 0.001}
+    total = 0.0
+    for part in span.split():
+        number = part.rstrip("hmins")
+        total += float(number) * units[part[len(number) :]]
+    return total

@@ -22,7 +22,7 @@ async def test_the_document_lists_every_route_and_is_public(make_hub):
     assert doc["openapi"].startswith("3.")
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
-    app = make_app(h.hub.jobs, h.tokens["admin"], {})
+    app = make_app(h.hub.jobs, h.tokens["admin"])
     served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "*"}
     assert documented == served
     start = doc["paths"]["/api/v1/backups"]["post"]

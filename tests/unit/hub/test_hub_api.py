@@ -103,10 +103,9 @@ def test_hub_domain_errors_have_one_status_each(error, status, code):
 
 
 def test_the_authenticator_reads_the_live_node_tokens():
-    tokens = {"n1": "token-1"}
-    authenticate = make_authenticator("admin-token", tokens)
+    tables = [{"n1": "token-1"}]
+    authenticate = make_authenticator("admin-token", lambda: tables[-1])
     assert (authenticate("admin-token"), authenticate("token-1")) == ("admin", "n1")
-    # What JobManager.set_nodes does on reload: the same mapping, new content.
-    tokens.clear()
-    tokens["n2"] = "token-2"
+    # What JobManager.set_nodes does on reload: a new table replaces the old one.
+    tables.append({"n2": "token-2"})
     assert (authenticate("token-1"), authenticate("token-2")) == (None, "n2")
