@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.lab.seed import seed_vm
 from sendense_tools.nbd.digest import sha256_of_image
-from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from tests.fixtures.ports import port_is_listening
 from tests.fixtures.sshd import TEST_NODE
 from tests.fixtures.stack import Stack, running_stack, wait_until
@@ -77,14 +75,7 @@ def test_unknown_vm_is_404_and_leaves_nothing(vcsim: VcsimLab, tmp_path: Path) -
 def big_vm(vcsim: VcsimLab) -> dict[str, str]:
     """Re-seed the VM with disks large enough that a copy is still running after
     the outage starts (the https source reads the whole capacity)."""
-    session = VsphereSession.connect(
-        VcenterParams(vcsim.url, vcsim.user, vcsim.password, insecure=True)
-    )
-    try:
-        disks = seed_vm(session, vcsim.vm, [384 << 20, 256 << 20, 320 << 20], seed="outage")
-    finally:
-        session.close()
-    return {d.disk_id: d.sha256 for d in disks}
+    return vcsim.reseed([384 << 20, 256 << 20, 320 << 20], seed="outage")
 
 
 def test_hub_sshd_down_10s_mid_copy_still_bit_identical(

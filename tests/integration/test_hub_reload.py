@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.lab.seed import seed_vm
-from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from tests.fixtures.sshd import TEST_NODE, write_toml
 from tests.fixtures.stack import Proc, Stack, running_stack, wait_until
 from tests.fixtures.vcsim import VcsimLab, remaining_snapshots
@@ -24,14 +22,7 @@ from tests.integration.test_end_to_end import assert_backup_matches, assert_noth
 @pytest.fixture(scope="module")
 def big_vm(vcsim: VcsimLab) -> dict[str, str]:
     """Disks large enough that the copy is still running across a few reloads."""
-    session = VsphereSession.connect(
-        VcenterParams(vcsim.url, vcsim.user, vcsim.password, insecure=True)
-    )
-    try:
-        disks = seed_vm(session, vcsim.vm, [384 << 20, 256 << 20, 320 << 20], seed="reload")
-    finally:
-        session.close()
-    return {d.disk_id: d.sha256 for d in disks}
+    return vcsim.reseed([384 << 20, 256 << 20, 320 << 20], seed="reload")
 
 
 class HubFile:
