@@ -102,21 +102,29 @@ def test_two_nodes_hold_the_same_slot_and_release_their_own(tmp_path):
     store.close()
 
 
-def test_a_database_from_before_per_node_slots_keeps_its_allocations(tmp_path):
+def _old_database(tmp_path, more_sql: str = ""):
+    """hub.db as the first release wrote it, with one running job j1 of node n1."""
     db = tmp_path / "hub.db"
     old = sqlite3.connect(db)
     old.executescript(
         "CREATE TABLE jobs (id TEXT PRIMARY KEY, vm TEXT NOT NULL, node TEXT NOT NULL,"
         " status TEXT NOT NULL, created_at TEXT NOT NULL, finished_at TEXT, error TEXT,"
         " snapshot TEXT, nbd_targets TEXT NOT NULL DEFAULT '', tls_username TEXT, key_dir TEXT);"
-        "CREATE TABLE allocations (port INTEGER PRIMARY KEY, job_id TEXT NOT NULL,"
-        " disk_id TEXT NOT NULL, pid INTEGER);"
         "INSERT INTO jobs (id, vm, node, status, created_at) VALUES ('j1', 'web', 'n1',"
-        " 'running', '2026-01-01T00:00:00+00:00');"
-        "INSERT INTO allocations VALUES (10100, 'j1', 'disk0', 4242);"
+        " 'running', '2026-01-01T00:00:00+00:00');" + more_sql
     )
     old.commit()
     old.close()
+    return db
+
+
+def test_a_database_from_before_per_node_slots_keeps_its_allocations(tmp_path):
+    db = _old_database(
+        tmp_path,
+        "CREATE TABLE allocations (port INTEGER PRIMARY KEY, job_id TEXT NOT NULL,"
+        " disk_id TEXT NOT NULL, pid INTEGER);"
+        "INSERT INTO allocations VALUES (10100, 'j1', 'disk0', 4242);",
+    )
     store = Store(db)
     assert store.allocations() == [
         {"node": "n1", "port": 10100, "job_id": "j1", "disk_id": "disk0", "pid": 4242}
@@ -168,17 +176,7 @@ def test_vm_names_become_safe_path_components(name, expected):
 
 
 def test_a_database_from_before_job_phases_gets_the_column(tmp_path):
-    db = tmp_path / "hub.db"
-    old = sqlite3.connect(db)
-    old.executescript(
-        "CREATE TABLE jobs (id TEXT PRIMARY KEY, vm TEXT NOT NULL, node TEXT NOT NULL,"
-        " status TEXT NOT NULL, created_at TEXT NOT NULL, finished_at TEXT, error TEXT,"
-        " snapshot TEXT, nbd_targets TEXT NOT NULL DEFAULT '', tls_username TEXT, key_dir TEXT);"
-        "INSERT INTO jobs (id, vm, node, status, created_at) VALUES ('j1', 'web', 'n1',"
-        " 'running', '2026-01-01T00:00:00+00:00');"
-    )
-    old.commit()
-    old.close()
+    db = _old_database(tmp_path)
     store = Store(db)
     assert store.finalizing("j1") is False
     store.record_progress("j1", None, [], phase="finalizing")
