@@ -223,9 +223,10 @@ class Soak:
             out.status, out.error = rec.get("status", "?"), rec.get("error")
             if out.status in ACTIVE or out.status == "?":
                 out.losses.append(f"never ended: still {out.status} after {JOB_TIMEOUT:.0f} s")
-            elif out.status != "completed" and not out.error:
-                out.losses.append(f"{out.status} without a reason")
-            self._wait_node_done(out)
+            else:
+                if out.status != "completed" and not out.error:
+                    out.losses.append(f"{out.status} without a reason")
+                self._wait_node_done(out)
             if out.status == "completed":
                 self._check_identical(out, rec)
         if out.planned.fault == "none" and out.status != "completed":
@@ -383,7 +384,9 @@ def test_fault_soak(
         + " ".join(f"{s}={statuses[s]}" for s in ("completed", "failed", "cancelled", "refused"))
         + " faults: "
         + " ".join(f"{k}={faults[k]}" for k in FAULTS)
-        + f" missed={missed} losses={len(losses)} seconds={time.monotonic() - started:.0f}"
+        + f" missed={missed} losses={len(losses)}"
+        + f" (in {sum(1 for o in outcomes if o.losses)} jobs)"
+        + f" seconds={time.monotonic() - started:.0f}"
     )
     with capsys.disabled():
         print(summary, flush=True)
