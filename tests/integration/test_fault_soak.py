@@ -135,7 +135,10 @@ class Soak:
         return found if isinstance(found, dict) else None
 
     def ids(self) -> set[str]:
+        deadline = time.monotonic() + 60
         while (found := self._get(f"/api/v1/backups?vm={self.lab.vm}&limit=10000")) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the hub does not answer\n{self.stack.logs()}")
             time.sleep(0.1)
         return {r["id"] for r in found}
 
