@@ -10,7 +10,8 @@ broken rule is a loss; the soak goes on (cleaning up like an operator would, so 
 loss does not cascade) and fails at the end with every loss listed.
 
     SENDENSE_SOAK_SEED=1234 pytest -m soak      # replay a run
-    SENDENSE_SOAK_JOBS, SENDENSE_SOAK_STALL_TIMEOUT, SENDENSE_SOAK_JOB_TIMEOUT
+    SENDENSE_SOAK_JOBS, SENDENSE_SOAK_STALL_TIMEOUT, SENDENSE_SOAK_JOB_TIMEOUT,
+    SENDENSE_SOAK_BUDGET (seconds for the whole soak)
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ JOBS = int(os.environ.get("SENDENSE_SOAK_JOBS", 12))
 STALL_TIMEOUT = float(os.environ.get("SENDENSE_SOAK_STALL_TIMEOUT", 20))
 # A job must end within this: the stall timeout, the node's own retries, and a margin.
 JOB_TIMEOUT = float(os.environ.get("SENDENSE_SOAK_JOB_TIMEOUT", 3 * STALL_TIMEOUT + 30))
+# The whole soak's time: no new job starts after it (the jobs left out are a loss).
+BUDGET = float(os.environ.get("SENDENSE_SOAK_BUDGET", 300))
 # Small disks: a job copies in about a second, so faults land in every phase.
 SIZES = [32 << 20, 16 << 20, 24 << 20]
 ACTIVE = ("pending", "running")
@@ -371,6 +374,10 @@ def test_fault_soak(
     outcomes: list[Outcome] = []
     scale = 1.0
     for n, planned in enumerate(plans):
+        if time.monotonic() - started > BUDGET:
+            skipped = [p.fault for p in plans[n:]]
+            outcomes[-1].losses.append(f"over the {BUDGET:.0f} s budget: not run {skipped}")
+            break
         outcome = soak.run(n, planned, scale)
         if n == 0:
             scale = outcome.seconds
