@@ -57,6 +57,9 @@ SIZES = [32 << 20, 16 << 20, 24 << 20]
 ACTIVE = ("pending", "running")
 # Faults land between 0 and this many control-job durations after the request.
 LATEST = 1.0
+# Faults that leave the node's copy whole: when the node says it completed, a restore
+# point the hub then fails was failed for the hub's own trouble (DESIGN: never).
+HUB_SIDE = ("none", "restart_hub", "kill_hub", "sshd_outage")
 # Seconds the node gets, once the hub closed a record, to end its side (snapshot removal).
 NODE_GRACE = 30.0
 
@@ -233,6 +236,13 @@ class Soak:
                 if out.status != "completed" and not out.error:
                     out.losses.append(f"{out.status} without a reason")
                 self._wait_node_done(out)
+                node = self.node_job(out.backup_id) or {}
+                if (
+                    out.planned.fault in HUB_SIDE
+                    and node.get("status") == "completed"
+                    and out.status != "completed"
+                ):
+                    out.losses.append(f"the node's copy completed but the hub says {out.status}")
             if out.status == "completed":
                 self._check_identical(out, rec)
         if out.planned.fault == "none" and out.status != "completed":
