@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import signal
 import struct
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 import nbd
 
 from sendense_tools.hub.options import ExportOptions
+from sendense_tools.process import describe_exit
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,6 @@ class ExportAddress:
             handle.aio_connect_unix(str(self.socket))
         else:
             handle.aio_connect_tcp(self.host, str(self.slot))
-
-
-def describe_exit(rc: int | None) -> str:
-    if rc is None:
-        return "still running"
-    if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        return f"killed by {name} (status {rc})"
-    return f"exit status {rc}"
 
 
 @dataclass

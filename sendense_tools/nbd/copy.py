@@ -394,6 +394,10 @@ class _DiskCopy:
                     raise Stopped() from None
                 if not f.transient:
                     raise CopyError(f"{self.disk_id}: {f}") from None
+                gone = self.source.server_gone() if self.source.server_gone else None
+                if gone is not None:
+                    # Reconnecting cannot bring back a source whose server exited.
+                    raise CopyError(f"{self.disk_id}: {gone}") from None
                 now = time.monotonic()
                 if self.planner is not None and self.planner.counters.done > done_before:
                     failing_since, delay = None, BACKOFF_START

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_PORT = 10809
@@ -40,6 +41,9 @@ class NbdAddress:
 class NbdEndpoint:
     uri: str  # "nbd://127.0.0.1:10100/export" or "nbd+unix:///export?socket=/path"
     tls: TlsPsk | None = None
+    # For a server this process runs (the node's nbdkit): why it is gone, or None
+    # while it serves. A copy retries a lost connection only while its server runs.
+    server_gone: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         parse_nbd_uri(self.uri)  # reject a bad URI where it is made, not mid-copy

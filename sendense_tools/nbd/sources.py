@@ -26,9 +26,12 @@ import nbd
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.connect import close_handle, describe
 from sendense_tools.nbd.endpoint import NbdEndpoint
+from sendense_tools.process import describe_exit
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+# How long a failed probe waits to learn whether nbdkit itself exited.
+EXIT_NOTICE = 0.2
 
 
 class SourceError(SendenseError):
@@ -182,6 +185,14 @@ def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None
         future.set_exception(outcome)
 
 
+def _gone(what: str, proc: asyncio.subprocess.Process, log: Path) -> str | None:
+    """Why the nbdkit serving `what` is no longer there (None while it runs)."""
+    if proc.returncode is None:
+        return None
+    reason = _last_error(log)
+    return f"{what}: nbdkit {describe_exit(proc.returncode)}" + (f" ({reason})" if reason else "")
+
+
 def _private_dir(build: Callable[[Path], list[str]]) -> tuple[Path, list[str], int]:
     """The 0700 directory with nbdkit's secrets, its arguments, and a log file descriptor."""
     directory = Path(tempfile.mkdtemp(prefix="sendense-src-"))
@@ -233,13 +244,18 @@ async def _serve(
                 raise SourceError(f"{what}: nbdkit did not start in {START_TIMEOUT:.0f} s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.02)
-        endpoint = NbdEndpoint(f"nbd+unix:///?socket={sock}")
+        endpoint = NbdEndpoint(
+            f"nbd+unix:///?socket={sock}", server_gone=lambda: _gone(what, proc, log)
+        )
         if probe:
             try:
                 await _in_thread(lambda: _probe(endpoint), proc.kill)
             except nbd.Error as e:
-                reason = _last_error(log) or describe(e)
-                raise SourceError(f"{what}: {reason}") from None
+                # An nbdkit that died makes the probe fail first: name that, not the URL.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), EXIT_NOTICE)
+                gone = _gone(what, proc, log)
+                raise SourceError(gone or f"{what}: {_last_error(log) or describe(e)}") from None
         yield endpoint
     finally:
         if proc is not None and proc.returncode is None:

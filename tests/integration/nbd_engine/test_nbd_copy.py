@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -113,6 +115,33 @@ async def test_permanent_outage_gives_up_after_retry_for(source_disk, make_targe
     message = str(err.value)
     assert message.startswith("disk7: ")
     assert "Connection refused" in message and "gave up" in message
+    assert "\n" not in message
+    assert not threads_named("nbd-copy") and not threads_named("sha256")
+
+
+async def test_a_source_whose_nbdkit_died_fails_at_once_not_after_retry_for(
+    source_disk, make_target
+):
+    # Retrying is for the tunnel; the node's own nbdkit does not come back.
+    target = make_target(source_disk.size, slow=True)
+    seen: list[int] = []
+    async with file_source(str(source_disk.path)) as src:
+        task = asyncio.create_task(
+            copy_disk(
+                "disk3",
+                src,
+                target.endpoint,
+                retry_for=300,
+                on_progress=lambda p: seen.append(p.bytes_done),
+            )
+        )
+        await wait_until(lambda: seen and seen[-1] > 0)
+        pid = int((Path(src.address.socket).parent / "nbdkit.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(CopyError) as err:
+            await asyncio.wait_for(task, 60)
+    message = str(err.value)
+    assert message.startswith("disk3: file source ") and "nbdkit killed by SIGKILL" in message
     assert "\n" not in message
     assert not threads_named("nbd-copy") and not threads_named("sha256")
 
