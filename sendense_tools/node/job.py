@@ -32,6 +32,15 @@ class Job:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why the job was stopped from outside (the error its cancelled record shows).
+    stop_reason: str = "cancelled"
+
+    def stop(self, reason: str = "cancelled") -> None:
+        """Cancel a running job: the copy stops, the snapshot is removed, it ends `cancelled`."""
+        if self.status == "running" and self.task is not None and not self.cancel.is_set():
+            self.stop_reason = reason
+            self.cancel.set()
+            self.task.cancel()
 
     def hub_report(self) -> dict[str, Any]:
         """The body of PUT /api/v1/backups/{id}/progress."""

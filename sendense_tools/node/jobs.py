@@ -129,9 +129,7 @@ class JobManager:
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
-        if job.status == "running" and job.task is not None:
-            job.cancel.set()
-            job.task.cancel()
+        job.stop()
         return job
 
     def running(self) -> int:
@@ -223,7 +221,7 @@ class JobManager:
                 d.bytes_copied, d.bytes_total, d.sha256 = r.capacity, r.capacity, r.sha256
             job.status = "completed"
         except asyncio.CancelledError:
-            job.status, job.error = "cancelled", "cancelled"
+            job.status, job.error = "cancelled", job.stop_reason
         except SendenseError as exc:
             job.status, job.error = "failed", str(exc)
         except Exception as exc:

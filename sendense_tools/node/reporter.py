@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sendense.node")
 # 4xx answers that mean "not now" rather than "never".
 RETRYABLE_4XX = (408, 429)
+# Answers to a running report that mean the hub no longer runs the job.
+HUB_ENDED = (404, 409)
 
 
 class Delivery(Enum):
@@ -62,6 +64,14 @@ class HubReporter:
             due = sent + self.heartbeat
             try:
                 await self._put(job.job_id, job.hub_report())
+            except ApiCallError as exc:
+                if exc.status in HUB_ENDED:
+                    # The hub failed or lost this job (its restart, a stall, a cancel
+                    # the node never heard): copying on would only hold the snapshot.
+                    log.warning("hub ended backup %s: %s; stopping it", job.job_id, exc)
+                    job.stop(f"the hub ended this backup: {exc.message}")
+                    return
+                log.warning("progress report for %s failed: %s", job.job_id, exc)
             except SendenseError as exc:
                 log.warning("progress report for %s failed: %s", job.job_id, exc)
 

@@ -6,6 +6,7 @@ import asyncio
 
 from sendense_tools.node.job import DiskState, Job
 from sendense_tools.node.reporter import HubReporter
+from tests.fixtures.vcsim import remaining_snapshots
 from tests.integration.node.conftest import TOKEN
 from tests.integration.node.test_outbox import wait_for
 
@@ -45,3 +46,24 @@ async def test_vcenter_creating_the_snapshot_for_long_does_not_silence_the_job(
     assert job.phase == "creating_snapshot", "no heartbeat while vCenter created the snapshot"
     final = await hub.final("h-snap")
     assert final["status"] == "completed", final["error"]
+
+
+async def test_a_job_the_hub_has_ended_stops_and_removes_its_snapshot(
+    slow_vcsim, hub, make_node, qemu_nbd_target
+):
+    # A hub restarted mid-copy fails the job; the node hears it at its next report.
+    await hub.up()
+    node = await make_node(slow_vcsim, hub, heartbeat=0.2)
+    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in slow_vcsim.disks}
+    targets = ",".join(f"{k}:{t.uri}" for k, t in made.items())
+    body = {"job_id": "h-ended", "vm": slow_vcsim.vm, "nbd_targets": targets}
+    async with node.client() as client, client.post("/api/v1/backup/start", json=body) as resp:
+        assert resp.status == 202, await resp.text()
+    job = node.jobs.get("h-ended")
+    await wait_for(lambda: job.phase == "creating_snapshot", "the snapshot's creation")
+    hub.ended.add("h-ended")
+    final = await hub.final("h-ended")
+    assert job.status == "cancelled"
+    assert final["status"] == "failed"
+    assert final["error"].startswith("the hub ended this backup: backup h-ended is failed")
+    assert remaining_snapshots(slow_vcsim) == []
