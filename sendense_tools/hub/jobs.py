@@ -313,6 +313,11 @@ class JobManager:
             else:
                 self.endings.conclude(job_id, "failed", "hub restarted")
                 failed.append(job_id)
+                # The node may still be copying into exports that are gone: tell it now
+                # (it also stops by itself at its next report, which the hub refuses).
+                row = self.store.job_row(job_id)
+                if row is not None and row["node"] in self.nodes:
+                    self._spawn(self._node_client(row["node"]).cancel(job_id))
         return failed
 
     async def shutdown(self) -> None:

@@ -90,7 +90,7 @@ async def hub_process(tmp_path):
         host_port = raw["api"]["listen"]
         hub = HubProcess(config, f"http://{host_port}", tokens["admin"])
         try:
-            yield hub, rng
+            yield hub, rng, node
         finally:
             if hub.proc is not None and hub.proc.returncode is None:
                 await hub.stop(signal.SIGKILL)
@@ -114,7 +114,7 @@ async def wait_gone(pids: list[int]) -> list[int]:
 
 
 async def test_hub_killed_mid_job_restarts_with_nothing_held(hub_process, tmp_path):
-    hub, (lo, hi) = hub_process
+    hub, (lo, hi), node = hub_process
     await hub.start()
     backup_id, pids = await running_backup(hub)
     assert len(pids) == 2 and all(alive(p) for p in pids)
@@ -134,13 +134,19 @@ async def test_hub_killed_mid_job_restarts_with_nothing_held(hub_process, tmp_pa
     assert await wait_gone(pids) == []
     assert not any(port_is_listening(p) for p in range(lo, hi + 1))
     assert list(sockets.iterdir()) == []
+    # The node, still copying into exports that are gone, is told to stop.
+    for _ in range(600):
+        if backup_id in node.cancels:
+            break
+        await asyncio.sleep(0.05)
+    assert backup_id in node.cancels
     # The VM is free to be backed up again.
     await running_backup(hub)
     assert await hub.stop() == 0
 
 
 async def test_sigterm_stops_every_qemu_nbd_and_fails_the_job(hub_process):
-    hub, (lo, hi) = hub_process
+    hub, (lo, hi), _ = hub_process
     await hub.start()
     backup_id, pids = await running_backup(hub)
     assert await hub.stop(signal.SIGTERM) == 0
