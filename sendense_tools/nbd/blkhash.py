@@ -1,0 +1,118 @@
+"""oVirt imageio's block hash, the checksum of every restore point (DESIGN "Checksums").
+
+The checksum is blake2b-256 over the blake2b-256 digests of each 4 MiB block in order (the
+last block may be short). A zero block's digest is known in advance, so zero areas cost
+nothing; blocks are independent, so they hash in parallel threads (hashlib releases the
+GIL). Keeping the per-block digests of a point lets the next point's checksum be derived
+by re-hashing only the blocks that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sendense_tools.nbd.image import open_image
+
+BLOCK_SIZE = 4 << 20
+ALGORITHM = "blake2b"
+DIGEST_SIZE = 32
+WORKERS = min(4, os.cpu_count() or 1)
+_ZEROS = memoryview(bytes(BLOCK_SIZE))
+
+Read = Callable[[int, int], bytes]
+
+
+def block_digest(data: bytes | bytearray | memoryview) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
+
+
+ZERO_DIGEST = block_digest(_ZEROS)
+
+
+def zero_digest(length: int) -> bytes:
+    """The digest of `length` zero bytes (a whole block, or a disk's short last block)."""
+    return ZERO_DIGEST if length == BLOCK_SIZE else block_digest(_ZEROS[:length])
+
+
+def block_count(size: int) -> int:
+    return -(-size // BLOCK_SIZE)
+
+
+def block_span(size: int, index: int) -> tuple[int, int]:
+    """(offset, length) of block `index` of a disk of `size` bytes."""
+    offset = index * BLOCK_SIZE
+    return offset, min(BLOCK_SIZE, size - offset)
+
+
+def checksum_of_digests(digests: bytes) -> dict:
+    return {
+        "algorithm": ALGORITHM,
+        "block_size": BLOCK_SIZE,
+        "checksum": hashlib.blake2b(digests, digest_size=DIGEST_SIZE).hexdigest(),
+    }
+
+
+def blocks_touched(areas: Iterable[tuple[int, int]]) -> set[int]:
+    """Indices of the blocks that any of `areas` overlaps."""
+    touched: set[int] = set()
+    for offset, length in areas:
+        if length > 0:
+            touched.update(range(offset // BLOCK_SIZE, (offset + length - 1) // BLOCK_SIZE + 1))
+    return touched
+
+
+def changes_digest(read: Read, areas: Iterable[tuple[int, int]]) -> str:
+    """blake2b-256 over, per area in order, its offset and length (8 bytes big-endian each)
+    and its data: the digest an incremental's sender and its receiver compare."""
+    h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    for offset, length in areas:
+        h.update(offset.to_bytes(8, "big") + length.to_bytes(8, "big"))
+        at, end = offset, offset + length
+        while at < end:
+            n = min(BLOCK_SIZE, end - at)
+            h.update(read(at, n))
+            at += n
+    return h.hexdigest()
+
+
+def _hash_blocks(indices: list[int], read_block: Callable[[int], bytes]) -> dict[int, bytes]:
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="blkhash") as pool:
+        digests = pool.map(lambda i: block_digest(read_block(i)), indices)
+        return dict(zip(indices, digests, strict=True))
+
+
+def derive_digests(
+    parent: bytes, size: int, changed_blocks: set[int], read_block: Callable[[int], bytes]
+) -> bytes:
+    """The parent's block digests with `changed_blocks` re-hashed from `read_block(index)`.
+    A parent of another block count (the disk was resized) is not derived from: every
+    block is re-hashed."""
+    count = block_count(size)
+    if len(parent) != count * DIGEST_SIZE:
+        changed_blocks = set(range(count))
+    fresh = _hash_blocks(sorted(i for i in changed_blocks if 0 <= i < count), read_block)
+    out = bytearray(parent if len(parent) == count * DIGEST_SIZE else bytes(count * DIGEST_SIZE))
+    for i, digest in fresh.items():
+        out[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] = digest
+    return bytes(out)
+
+
+def image_block_digests(path_or_uri: str | Path, size: int) -> bytes:
+    """The block digests of an image file (through qemu-nbd) or an NBD export: blocks the
+    extents show as zero are not read, the others are read and hashed in parallel."""
+    with open_image(path_or_uri, shared=WORKERS + 1) as image:
+        if image.size < size:
+            raise ValueError(f"{image.name} holds {image.size} bytes, fewer than {size}")
+        count = block_count(size)
+        data: set[int] = set()
+        for offset, length, zero in image.extents(0, size):
+            if not zero:
+                data.update(blocks_touched([(offset, length)]))
+        fresh = _hash_blocks(sorted(data), lambda i: image.read(*block_span(size, i)))
+    return b"".join(
+        fresh[i] if i in fresh else zero_digest(block_span(size, i)[1]) for i in range(count)
+    )
