@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sendense_tools.nbd.image import open_image
@@ -116,3 +117,62 @@ def image_block_digests(path_or_uri: str | Path, size: int) -> bytes:
     return b"".join(
         fresh[i] if i in fresh else zero_digest(block_span(size, i)[1]) for i in range(count)
     )
+
+
+class StreamDigests:
+    """Block digests of a disk fed in offset order (an OrderedHasher sink, as a copy reads
+    it): a block fed only as zeroes is not hashed, full blocks hash on a thread pool."""
+
+    def __init__(self, size: int, workers: int = WORKERS) -> None:
+        self.size = size
+        self._buf = bytearray(BLOCK_SIZE)
+        self._fill = 0
+        self._has_data = False  # else every byte of the current block so far is zero
+        self._digests: list[bytes | Future[bytes]] = []
+        self._inflight: deque[Future[bytes]] = deque()
+        self._backlog = 2 * workers  # blocks copied and waiting for a thread: bounds memory
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="blkhash")
+
+    def start_area(self, offset: int, length: int) -> None:
+        pass
+
+    def update(self, data: memoryview | None, length: int) -> None:
+        while length:
+            block_len = block_span(self.size, len(self._digests))[1]
+            n = min(block_len - self._fill, length)
+            end = self._fill + n
+            if data is None:
+                if self._has_data:
+                    self._buf[self._fill : end] = _ZEROS[:n]
+            else:
+                if not self._has_data:
+                    self._buf[: self._fill] = _ZEROS[: self._fill]
+                    self._has_data = True
+                self._buf[self._fill : end] = data[:n]
+                data = data[n:]
+            self._fill, length = end, length - n
+            if self._fill == block_len:
+                self._end_block(block_len)
+
+    def _end_block(self, length: int) -> None:
+        if self._has_data:
+            future = self._pool.submit(block_digest, bytes(self._buf[:length]))
+            self._digests.append(future)
+            self._inflight.append(future)
+            while len(self._inflight) > self._backlog:
+                self._inflight.popleft().result()
+        else:
+            self._digests.append(zero_digest(length))
+        self._fill, self._has_data = 0, False
+
+    def digests(self) -> bytes:
+        """All block digests; call once the whole disk was fed."""
+        if len(self._digests) != block_count(self.size):
+            raise RuntimeError(f"{len(self._digests)} of {block_count(self.size)} blocks fed")
+        return b"".join(d if isinstance(d, bytes) else d.result() for d in self._digests)
+
+    def checksum(self) -> dict:
+        return checksum_of_digests(self.digests())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -3,8 +3,11 @@
 Layout: W worker threads, each with one source handle and its share of the target handles,
 runs its own poll loop with many requests in flight (libnbd releases the GIL around every C
 call, so the threads really overlap). A planner hands out ranges in offset order from the
-source's base:allocation map; zero ranges are skipped on a fresh target. Data is hashed in
-offset order on a separate thread while it is written. Any dropped connection stops the
+source's base:allocation map (only within `areas` for an incremental); zero ranges are
+skipped on a fresh target and written as zeroes on any other (an overlay, whose backing file
+would show through a skipped range). Data is hashed in offset order on a separate thread
+while it is written: SHA-256 and the block checksum of a full, the changes digest of an areas
+copy (see nbd/blkhash.py). Any dropped connection stops the
 attempt; the copy reconnects with backoff and resumes from the last flushed position, so a
 target that was restarted (and lost unflushed writes) still ends up bit-identical.
 """
@@ -24,6 +27,7 @@ from functools import partial
 import nbd
 
 from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.blkhash import StreamDigests
 from sendense_tools.nbd.connect import (
     NbdFailure,
     PskFile,
@@ -34,7 +38,7 @@ from sendense_tools.nbd.connect import (
     open_handle,
 )
 from sendense_tools.nbd.endpoint import NbdEndpoint
-from sendense_tools.nbd.hasher import OrderedHasher
+from sendense_tools.nbd.hasher import ChangesSink, OrderedHasher, Sha256Sink, Sink
 from sendense_tools.nbd.planner import Chunk, Planner
 
 REQUEST_SIZE = 256 << 10  # nbdcopy's default; much larger requests measured slower
@@ -62,7 +66,7 @@ class CopyCancelled(SendenseError):
 class CopyProgress:
     disk_id: str
     bytes_done: int  # guest bytes confirmed on the target (data written + zero ranges)
-    bytes_total: int
+    bytes_total: int  # the capacity, or the areas' bytes
 
 
 @dataclass
@@ -71,9 +75,11 @@ class CopyResult:
     capacity: int
     bytes_copied: int  # data bytes written
     bytes_zero: int  # bytes skipped or written as zeroes
-    sha256: str  # of the whole guest content
+    sha256: str | None  # of the whole guest content (a full)
     seconds: float
     retries: int
+    checksum: dict | None = None  # blkhash of the whole disk (a full, or areas [(0, size)])
+    changes: dict | None = None  # of the areas copied (an areas copy)
 
 
 class _BufferPool:
@@ -331,8 +337,10 @@ class _DiskCopy:
         connections: int,
         target_is_zero: bool,
         retry_for: float,
+        areas: list[tuple[int, int]] | None,
     ) -> None:
         self.disk_id = disk_id
+        self.areas = areas
         self.source = source
         self.target = target
         self.connections = connections
@@ -344,6 +352,7 @@ class _DiskCopy:
         self.exits: queue.Queue[_Worker] = queue.Queue()
         self.planner: Planner | None = None
         self.hasher: OrderedHasher | None = None
+        self._sums: _Sums | None = None
         self.pool: _BufferPool | None = None
         self.src_psk: str | None = None
         self.dst_psk: str | None = None
@@ -360,16 +369,19 @@ class _DiskCopy:
         self.src_psk, self.dst_psk = (p.path if p else None for p in psks)
         try:
             self._run_attempts()
-            sha256 = self.hasher.hexdigest()
+            self.hasher.finish()
+            sums = self._sums
             counters = self.planner.snapshot()
             return CopyResult(
                 disk_id=self.disk_id,
                 capacity=self.planner.size,
                 bytes_copied=counters.data,
                 bytes_zero=counters.zero,
-                sha256=sha256,
+                sha256=sums.sha256.hexdigest() if sums.sha256 else None,
                 seconds=time.monotonic() - started,
                 retries=self.retries,
+                checksum=sums.blocks.checksum() if sums.blocks else None,
+                changes=sums.changes_summary(self.areas),
             )
         finally:
             if self.hasher is not None:
@@ -461,7 +473,9 @@ class _DiskCopy:
             workers_n = min(workers_n, targets_n)
             multi = dst.can_multi_conn()
             self._layout = (workers_n, targets_n, multi)
-            self.hasher = OrderedHasher(size)
+            self._check_areas(size)
+            self._sums = _Sums.for_copy(size, self.areas)
+            self.hasher = OrderedHasher(size, self._sums.sinks(), self.areas)
             self.planner = Planner(
                 size,
                 self.hasher,
@@ -470,6 +484,7 @@ class _DiskCopy:
                 use_extents=src.can_meta_context("base:allocation"),
                 flush_keys={0} if multi else set(range(targets_n)),
                 checkpoint_bytes=CHECKPOINT_BYTES,
+                areas=self.areas,
             )
             return
         if size != self.planner.size:
@@ -479,6 +494,56 @@ class _DiskCopy:
         self.hasher.wait_for(self.planner.durable)
         self.hasher.reset_pending()
         self.planner.restart()
+
+    def _check_areas(self, size: int) -> None:
+        if self.areas and self.areas[-1][0] + self.areas[-1][1] > size:
+            offset, length = self.areas[-1]
+            raise NbdFailure(f"area ({offset}, {length}) ends past the disk's {size} bytes", False)
+
+
+@dataclass
+class _Sums:
+    """What one copy hashes: a full, SHA-256 and the block digests; an areas copy, the
+    changes digest, and the block digests too when its one area is the whole disk."""
+
+    sha256: Sha256Sink | None
+    blocks: StreamDigests | None
+    changes: ChangesSink | None
+
+    @classmethod
+    def for_copy(cls, size: int, areas: list[tuple[int, int]] | None) -> _Sums:
+        if areas is None:
+            return cls(Sha256Sink(), StreamDigests(size), None)
+        whole = areas == [(0, size)]
+        return cls(None, StreamDigests(size) if whole else None, ChangesSink())
+
+    def sinks(self) -> list[Sink]:
+        return [s for s in (self.sha256, self.blocks, self.changes) if s is not None]
+
+    def changes_summary(self, areas: list[tuple[int, int]] | None) -> dict | None:
+        if self.changes is None or areas is None:
+            return None
+        return {
+            "algorithm": "blake2b",
+            "areas": len(areas),
+            "bytes": sum(length for _, length in areas),
+            "digest": self.changes.hexdigest(),
+        }
+
+
+def _valid_areas(areas: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The areas as (offset, length) tuples; ValueError unless sorted and non-overlapping."""
+    out: list[tuple[int, int]] = []
+    end = 0
+    for offset, length in areas:
+        if offset < 0 or length < 0:
+            raise ValueError(f"area ({offset}, {length}): negative offset or length")
+        if offset < end:
+            raise ValueError(f"area ({offset}, {length}) overlaps or precedes the one before")
+        if length:
+            out.append((int(offset), int(length)))
+            end = offset + length
+    return out
 
 
 async def copy_disk(
@@ -491,10 +556,14 @@ async def copy_disk(
     cancel: asyncio.Event | None = None,
     retry_for: float = 300.0,
     target_is_zero: bool = True,
+    areas: list[tuple[int, int]] | None = None,
 ) -> CopyResult:
-    """Copy the guest content of `source` to `target`; see the module docstring."""
+    """Copy the guest content of `source` to `target` (all of it, or only `areas`: sorted,
+    non-overlapping (offset, length) pairs); see the module docstring."""
     if connections < 1:
         raise ValueError(f"connections: {connections} (must be at least 1)")
+    if areas is not None:
+        areas = _valid_areas(areas)
     job = _DiskCopy(
         disk_id,
         source,
@@ -502,6 +571,7 @@ async def copy_disk(
         connections=connections,
         target_is_zero=target_is_zero,
         retry_for=retry_for,
+        areas=areas,
     )
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[CopyResult] = loop.create_future()
@@ -538,7 +608,8 @@ async def copy_disk(
         if finished.done():  # settling the future is the thread's last act: this is a moment
             thread.join()
     if on_progress is not None:
-        on_progress(CopyProgress(disk_id, result.capacity, result.capacity))
+        total = job.planner.total
+        on_progress(CopyProgress(disk_id, total, total))
     return result
 
 
@@ -562,4 +633,4 @@ async def _report(
         done = job.planner.counters.done
         if done != last:
             last = done
-            on_progress(CopyProgress(disk_id, done, job.planner.size))
+            on_progress(CopyProgress(disk_id, done, job.planner.total))

@@ -1,4 +1,5 @@
-"""Hands out a disk's work in offset order and tracks what the target holds durably.
+"""Hands out a disk's work (all of it, or only given areas) in offset order and tracks what
+the target holds durably.
 
 Shared by the copy workers of one disk (one lock). Three positions matter:
 - `pos`: next byte not yet handed out;
@@ -9,6 +10,7 @@ Shared by the copy workers of one disk (one lock). Three positions matter:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 from collections import deque
@@ -16,11 +18,10 @@ from dataclasses import dataclass, field
 
 import nbd
 
+from sendense_tools.nbd.extents import window
 from sendense_tools.nbd.hasher import OrderedHasher
 
-STATE_ZERO = 2  # base:allocation flag: the range reads as zeroes
 MAX_ZERO_REQUEST = 64 << 20
-MAX_STATUS_REQUEST = 1 << 30
 
 
 @dataclass(eq=False)
@@ -39,7 +40,7 @@ class Chunk:
 
 @dataclass
 class Counters:
-    done: int = 0  # guest bytes confirmed on the target (data + zero)
+    done: int = 0  # guest bytes (of the areas) confirmed on the target (data + zero)
     data: int = 0  # bytes written as data
     zero: int = 0  # bytes skipped or written as zeroes
 
@@ -63,8 +64,12 @@ class Planner:
         use_extents: bool,
         flush_keys: set[int],
         checkpoint_bytes: int,
+        areas: list[tuple[int, int]] | None = None,
     ) -> None:
         self.size = size
+        self._areas = [a for a in (areas if areas is not None else [(0, size)]) if a[1] > 0]
+        self._area_starts = [a[0] for a in self._areas]
+        self.total = sum(length for _, length in self._areas)
         self._hasher = hasher
         self._request = request_size
         self._target_is_zero = target_is_zero
@@ -89,9 +94,13 @@ class Planner:
         """Forget everything after the last flush; the next chunks start at `durable`."""
         with self._lock:
             self._restart_at(self.durable)
+            done = self._area_bytes_before(self.durable)
             self.counters = Counters(
-                done=self.durable, data=self._durable_data, zero=self.durable - self._durable_data
+                done=done, data=self._durable_data, zero=done - self._durable_data
             )
+
+    def _area_bytes_before(self, offset: int) -> int:
+        return sum(max(0, min(length, offset - start)) for start, length in self._areas)
 
     # -- handing out work -------------------------------------------------------------
 
@@ -101,6 +110,8 @@ class Planner:
             while self.pos < self.size:
                 if not self._extents:
                     self._map(src)
+                    if not self._extents:
+                        continue  # moved on to the next area, or past the last
                 start, length, zero = self._extents[0]
                 if zero and self._target_is_zero:
                     self._extents.popleft()
@@ -121,37 +132,25 @@ class Planner:
             self._maybe_checkpoint()
             return None
 
+    def _window(self) -> int:
+        """Bytes of the area at `pos` from `pos` on; first moves `pos` to the next area's start
+        (or to `size` past the last) when it lies between areas."""
+        i = bisect.bisect_right(self._area_starts, self.pos) - 1
+        if i >= 0 and self.pos < self._areas[i][0] + self._areas[i][1]:
+            return self._areas[i][0] + self._areas[i][1] - self.pos
+        self.pos = self._areas[i + 1][0] if i + 1 < len(self._areas) else self.size
+        return 0
+
     def _map(self, src: nbd.NBD) -> None:
         """Extents of the next window. Runs on a worker's source handle; completion callbacks of
         that worker fire inside and only record results, so this re-entry is harmless."""
-        count = min(self.size - self.pos, MAX_STATUS_REQUEST)
+        count = self._window()
+        if count == 0:
+            return
         if not self._use_extents:
             self._extents.append((self.pos, count, False))
             return
-        found: list[tuple[int, int, bool]] = []
-
-        def extent(_context: str, offset: int, entries: list[int], _err: object) -> int:
-            at = offset
-            for i in range(0, len(entries), 2):
-                found.append((at, entries[i], bool(entries[i + 1] & STATE_ZERO)))
-                at += entries[i]
-            return 0
-
-        src.block_status(count, self.pos, extent)
-        end = self.pos + count
-        at = self.pos
-        for start, length, zero in found:
-            if start != at or at >= end:
-                break
-            length = min(length, end - at)
-            if self._extents and self._extents[-1][2] == zero:
-                s, n, _ = self._extents.pop()
-                self._extents.append((s, n + length, zero))
-            else:
-                self._extents.append((at, length, zero))
-            at += length
-        if at == self.pos:  # a server that answered nothing usable: read it as data
-            self._extents.append((self.pos, count, False))
+        self._extents.extend(window(src, self.pos, count))
 
     # -- completions --------------------------------------------------------------------
 
