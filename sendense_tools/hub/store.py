@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS disks (
     bytes_total INTEGER NOT NULL DEFAULT 0,
     sha256 TEXT,
     sha256_qcow2 TEXT,
+    checksum TEXT,
+    change_id TEXT,
     PRIMARY KEY (job_id, disk_id)
 );
 """ + ALLOCATIONS.format(name="IF NOT EXISTS allocations")
@@ -93,6 +95,10 @@ class Store:
         columns = [r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")]
         if "phase" not in columns:
             self._db.execute("ALTER TABLE jobs ADD COLUMN phase TEXT")
+        columns = [r["name"] for r in self._db.execute("PRAGMA table_info(disks)")]
+        for column in ("checksum", "change_id"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE disks ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self._db.close()
