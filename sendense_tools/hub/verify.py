@@ -167,7 +167,7 @@ class ImageChecker:
         self.store = store
         self._slots = asyncio.Semaphore(HASH_CONCURRENCY)
 
-    async def _read_disk(self, d: dict[str, Any], store_blocks: bool) -> DiskCheck:
+    async def _hash(self, d: dict[str, Any], store_blocks: bool) -> DiskCheck:
         path, size = d["qcow2_path"], d["capacity"]
         expected = recorded_checksum(d)
         sha = checksum = error = None
@@ -187,7 +187,7 @@ class ImageChecker:
     async def read(self, job_id: str, *, store_blocks: bool = False) -> list[DiskCheck]:
         """Read every qcow2 of a job whole; an unreadable image is that disk's error."""
         disks = self.store.disks(job_id)
-        return list(await asyncio.gather(*(self._read_disk(d, store_blocks) for d in disks)))
+        return list(await asyncio.gather(*(self._hash(d, store_blocks) for d in disks)))
 
     async def check(self, job_id: str) -> list[str]:
         """Read each qcow2 of a finished full, record its sha256, store its block digests;

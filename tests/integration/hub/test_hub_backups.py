@@ -204,7 +204,8 @@ async def test_only_completed_restore_points_stay_in_the_repository(make_hub, tm
 
     repository = tmp_path / "repository"
     files = sorted(str(p.relative_to(repository)) for p in repository.rglob("*"))
-    assert files == ["ok01", f"ok01/{ids['ok01']}", f"ok01/{ids['ok01']}/disk0.qcow2"]
+    point = f"ok01/{ids['ok01']}"
+    assert files == ["ok01", point, f"{point}/disk0.qcow2", f"{point}/disk0.qcow2.blocks"]
     # The records stay, with the reason.
     assert (await h.record(stopped["id"]))["error"] == "hub stopped"
     assert all([(await h.record(i))["error"] for i in ids.values() if i != ids["ok01"]])

@@ -46,3 +46,28 @@ def make_target(tmp_path: Path) -> Iterator[Callable[..., QemuTarget]]:
     yield make
     for target in targets:
         target.stop()
+
+
+@pytest.fixture
+def make_overlay(tmp_path: Path) -> Iterator[Callable[[Path], QemuTarget]]:
+    """make_overlay(older_raw, write_bps=None) -> a started QemuTarget on a qcow2 overlay
+    whose backing file holds `older_raw`'s content (as an incremental's target on the hub)."""
+    targets: list[QemuTarget] = []
+
+    def make(older: Path, write_bps: int | None = None) -> QemuTarget:
+        base = tmp_path / f"base{len(targets)}.qcow2"
+        overlay = tmp_path / f"overlay{len(targets)}.qcow2"
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(older), str(base)], check=True)
+        subprocess.run(
+            [*("qemu-img", "create", "-q", "-f", "qcow2"), *("-b", str(base), "-F", "qcow2"),
+             str(overlay)],
+            check=True,
+        )  # fmt: skip
+        target = QemuTarget(overlay, free_port(), write_bps=write_bps)
+        targets.append(target)
+        target.start()
+        return target
+
+    yield make
+    for target in targets:
+        target.stop()

@@ -152,3 +152,8 @@ class QemuTarget:
 
 def threads_named(prefix: str) -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def copy_threads() -> list[str]:
+    """Threads a copy starts: its workers, the ordered hasher, the block-hash pool."""
+    return [name for p in ("nbd-copy", "nbd-hash", "blkhash") for name in threads_named(p)]

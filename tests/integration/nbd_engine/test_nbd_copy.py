@@ -15,7 +15,7 @@ from sendense_tools.nbd.copy import CopyCancelled, CopyError, CopyProgress, copy
 from sendense_tools.nbd.endpoint import NbdEndpoint, TlsPsk
 from sendense_tools.nbd.sources import file_source
 from tests.fixtures.ports import free_port
-from tests.integration.nbd_engine.servers import threads_named
+from tests.integration.nbd_engine.servers import copy_threads
 
 
 def _own_threads() -> set[str]:
@@ -116,7 +116,7 @@ async def test_permanent_outage_gives_up_after_retry_for(source_disk, make_targe
     assert message.startswith("disk7: ")
     assert "Connection refused" in message and "gave up" in message
     assert "\n" not in message
-    assert not threads_named("nbd-copy") and not threads_named("sha256")
+    assert not copy_threads()
 
 
 async def test_a_source_whose_nbdkit_died_fails_at_once_not_after_retry_for(
@@ -143,7 +143,7 @@ async def test_a_source_whose_nbdkit_died_fails_at_once_not_after_retry_for(
     message = str(err.value)
     assert message.startswith("disk3: file source ") and "nbdkit killed by SIGKILL" in message
     assert "\n" not in message
-    assert not threads_named("nbd-copy") and not threads_named("sha256")
+    assert not copy_threads()
 
 
 async def test_cancel_stops_promptly_and_leaves_no_threads(source_disk, make_target, tmp_path):
@@ -166,7 +166,7 @@ async def test_cancel_stops_promptly_and_leaves_no_threads(source_disk, make_tar
         with pytest.raises(CopyCancelled):
             await task
     assert seen[-1] < source_disk.size  # it did stop before the end
-    assert not threads_named("nbd-copy") and not threads_named("sha256")
+    assert not copy_threads()
     assert _own_threads() == before
 
 
