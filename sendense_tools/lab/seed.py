@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 
 from pyVmomi import vim
 
-from sendense_tools.lab.pattern import content_sha256, iter_content, write_sparse_file
+from sendense_tools.lab.pattern import (
+    content_sha256,
+    iter_content,
+    region_bytes,
+    regions,
+    write_sparse_file,
+)
+from sendense_tools.nbd.blkhash import StreamDigests
 from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.datastore import folder_url
 from sendense_tools.vsphere.inventory import (
@@ -39,6 +46,18 @@ class SeededDisk:
     file: str
     capacity: int
     sha256: str
+    checksum: dict  # DESIGN "Checksums" (oVirt imageio's block hash)
+
+
+def content_checksum(capacity: int, seed: str) -> dict:
+    """The block checksum of the content the pattern describes, without a disk read."""
+    digests = StreamDigests(capacity)
+    try:
+        for r in regions(capacity, seed):
+            digests.update(memoryview(region_bytes(r, seed)) if r.data else None, r.length)
+        return digests.checksum()
+    finally:
+        digests.close()
 
 
 def parse_size(text: str) -> int:
@@ -157,7 +176,8 @@ def seed_vm(
         else:
             _upload(session, folder_url(session.endpoint, dc, disk.file), disk.capacity, disk_seed)
             digest = content_sha256(disk.capacity, disk_seed)
-        out.append(SeededDisk(disk.disk_id, disk.key, disk.file, disk.capacity, digest))
+        checksum = content_checksum(disk.capacity, disk_seed)
+        out.append(SeededDisk(disk.disk_id, disk.key, disk.file, disk.capacity, digest, checksum))
     return out
 
 
