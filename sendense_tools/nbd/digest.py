@@ -1,78 +1,34 @@
-"""SHA-256 of a disk's whole guest content, read over NBD.
+"""SHA-256 of a disk's whole guest content, read over NBD (the records' `sha256`).
 
 The digest covers every byte of the virtual disk (zeros included), so it does
 not depend on how the image stores holes. Extents the server reports as zero
 are hashed from a zero buffer without being read, and data extents are read
-with several requests in flight, so a sparse 2 GiB image costs little more
-than hashing its data.
+with several requests in flight. It hashes capacity, not data: the block hash
+(nbd/blkhash.py) is the checksum whose cost follows the data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import nbd
 
-from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.connect import PskFile
+from sendense_tools.nbd.endpoint import TlsPsk
+from sendense_tools.nbd.extents import extents
+from sendense_tools.nbd.hasher import feed_zeros
+from sendense_tools.nbd.image import ImageError, served_image
 
 CHUNK = 4 * 1024 * 1024
 IN_FLIGHT = 8
-# Block status requests are 32-bit; stay well below the limit and aligned.
-STATUS_SPAN = 1024 * 1024 * 1024
-_ZEROS = bytes(CHUNK)
 
 
-class DigestError(SendenseError):
+class DigestError(ImageError):
     """The image or export could not be read to the end."""
-
-
-def _hash_zeros(h: hashlib._Hash, length: int) -> None:
-    while length > 0:
-        n = min(length, CHUNK)
-        h.update(_ZEROS[:n] if n < CHUNK else _ZEROS)
-        length -= n
-
-
-def _collector(found: list[tuple[int, int, bool]]):
-    def collect(context: str, start: int, entries: list[int], err: int) -> int:
-        if context != nbd.CONTEXT_BASE_ALLOCATION:
-            return 0
-        pos = start
-        for i in range(0, len(entries) - 1, 2):
-            length, flags = entries[i], entries[i + 1]
-            found.append((pos, length, bool(flags & nbd.STATE_ZERO)))
-            pos += length
-        return 0
-
-    return collect
-
-
-def _extents(handle: nbd.NBD, size: int) -> Iterator[tuple[int, int, bool]]:
-    """(offset, length, is_zero) covering [0, size) in order."""
-    if not handle.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
-        yield 0, size, False
-        return
-    offset = 0
-    while offset < size:
-        found: list[tuple[int, int, bool]] = []
-        handle.block_status(min(STATUS_SPAN, size - offset), offset, _collector(found))
-        if not found:
-            raise DigestError(f"server returned no extents at offset {offset}")
-        for start, length, zero in found:
-            length = min(length, size - start)
-            if length <= 0:
-                continue
-            yield start, length, zero
-            offset = start + length
 
 
 def _hash_handle(handle: nbd.NBD) -> str:
@@ -90,10 +46,10 @@ def _hash_handle(handle: nbd.NBD) -> str:
             pending.popleft()
             digest.update(buf.to_bytearray())
 
-    for offset, length, zero in _extents(handle, size):
+    for offset, length, zero in extents(handle, 0, size):
         if zero:
             drain(0)
-            _hash_zeros(digest, length)
+            feed_zeros(digest.update, length)
             continue
         end = offset + length
         while offset < end:
@@ -106,18 +62,6 @@ def _hash_handle(handle: nbd.NBD) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _psk_file(tls: Mapping[str, str]) -> Iterator[str]:
-    fd, path = tempfile.mkstemp(prefix="sendense-psk-")
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, f"{tls['username']}:{tls['psk']}\n".encode())
-        os.close(fd)
-        yield path
-    finally:
-        os.unlink(path)
-
-
 def _connect(
     handle: nbd.NBD, uri: str, tls: Mapping[str, str] | None, psk_file: str | None
 ) -> None:
@@ -126,7 +70,11 @@ def _connect(
         if tls is not None:
             handle.set_tls(nbd.TLS_REQUIRE)
             handle.set_tls_username(tls["username"])
-            handle.set_tls_psk_file(psk_file or stack.enter_context(_psk_file(tls)))
+            if psk_file is None:
+                keys = PskFile(TlsPsk(tls["username"], tls["psk"]))
+                stack.callback(keys.remove)
+                psk_file = keys.path
+            handle.set_tls_psk_file(psk_file)
         handle.connect_uri(uri)
 
 
@@ -156,51 +104,17 @@ def sha256_of_nbd(
     return _digest(handle, uri)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
-
-
 def sha256_of_image(path: str | Path, fmt: str = "qcow2", timeout: float = 30.0) -> str:
     """SHA-256 of an image file's guest content, read through a private qemu-nbd."""
-    image = Path(path)
-    if not image.is_file():
-        raise DigestError(f"image {image} does not exist")
-    qemu_nbd = shutil.which("qemu-nbd")
-    if qemu_nbd is None:
-        raise DigestError("qemu-nbd is not installed")
-    with tempfile.TemporaryDirectory(prefix="sendense-digest-") as tmp:
-        sock = Path(tmp, "nbd.sock")
-        uri = f"nbd+unix:///image?socket={sock}"
-        argv = [qemu_nbd, "--read-only", "--shared=1", "-k", str(sock), "-x", "image"]
-        proc = subprocess.Popen(
-            [*argv, "-f", fmt, str(image)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                handle = nbd.NBD()
-                try:
-                    _connect(handle, uri, None, None)
-                    break
-                except nbd.Error:
-                    # A refused handle cannot be reused: libnbd frees it when dropped.
-                    del handle
-                if proc.poll() is not None:
-                    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                    raise DigestError(f"qemu-nbd cannot serve {image}: {err or proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise DigestError(f"qemu-nbd did not serve {image} within {timeout:.0f} s")
-                time.sleep(0.01)
-            return _digest(handle, str(image))
-        finally:
-            _stop(proc)
+    try:
+        with served_image(path, fmt=fmt, shared=1, timeout=timeout) as uri:
+            handle = nbd.NBD()
+            try:
+                _connect(handle, uri, None, None)
+            except nbd.Error as exc:
+                raise DigestError(f"cannot connect to {path}: {exc.string}") from None
+            return _digest(handle, str(path))
+    except DigestError:
+        raise
+    except ImageError as e:
+        raise DigestError(str(e)) from None

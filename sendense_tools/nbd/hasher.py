@@ -27,8 +27,9 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def _zeros(update: Callable[[memoryview], object], length: int) -> None:
-    while length:
+def feed_zeros(update: Callable[[memoryview], object], length: int) -> None:
+    """Feed `length` zero bytes to a hash's update without allocating them."""
+    while length > 0:
         n = min(length, len(_ZEROS))
         update(_ZEROS[:n])
         length -= n
@@ -45,7 +46,7 @@ class Sha256Sink:
 
     def update(self, data: memoryview | None, length: int) -> None:
         if data is None:
-            _zeros(self._hash.update, length)
+            feed_zeros(self._hash.update, length)
         else:
             self._hash.update(data)
 
@@ -67,7 +68,7 @@ class ChangesSink:
 
     def update(self, data: memoryview | None, length: int) -> None:
         if data is None:
-            _zeros(self._hash.update, length)
+            feed_zeros(self._hash.update, length)
         else:
             self._hash.update(data)
 
