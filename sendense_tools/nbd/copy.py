@@ -338,9 +338,11 @@ class _DiskCopy:
         target_is_zero: bool,
         retry_for: float,
         areas: list[tuple[int, int]] | None,
+        sha256: bool,
     ) -> None:
         self.disk_id = disk_id
         self.areas = areas
+        self.want_sha256 = sha256
         self.source = source
         self.target = target
         self.connections = connections
@@ -474,7 +476,7 @@ class _DiskCopy:
             multi = dst.can_multi_conn()
             self._layout = (workers_n, targets_n, multi)
             self._check_areas(size)
-            self._sums = _Sums.for_copy(size, self.areas)
+            self._sums = _Sums.for_copy(size, self.areas, self.want_sha256)
             self.hasher = OrderedHasher(size, self._sums.sinks(), self.areas)
             self.planner = Planner(
                 size,
@@ -511,9 +513,9 @@ class _Sums:
     changes: ChangesSink | None
 
     @classmethod
-    def for_copy(cls, size: int, areas: list[tuple[int, int]] | None) -> _Sums:
+    def for_copy(cls, size: int, areas: list[tuple[int, int]] | None, sha256: bool) -> _Sums:
         if areas is None:
-            return cls(Sha256Sink(), StreamDigests(size), None)
+            return cls(Sha256Sink() if sha256 else None, StreamDigests(size), None)
         whole = areas == [(0, size)]
         return cls(None, StreamDigests(size) if whole else None, ChangesSink())
 
@@ -557,9 +559,12 @@ async def copy_disk(
     retry_for: float = 300.0,
     target_is_zero: bool = True,
     areas: list[tuple[int, int]] | None = None,
+    sha256: bool = True,
 ) -> CopyResult:
     """Copy the guest content of `source` to `target` (all of it, or only `areas`: sorted,
-    non-overlapping (offset, length) pairs); see the module docstring."""
+    non-overlapping (offset, length) pairs); see the module docstring. `sha256=False` spares a
+    full the serial SHA-256 of every byte, zeroes included (the block checksum stays): for
+    when the records no longer carry it."""
     if connections < 1:
         raise ValueError(f"connections: {connections} (must be at least 1)")
     if areas is not None:
@@ -572,6 +577,7 @@ async def copy_disk(
         target_is_zero=target_is_zero,
         retry_for=retry_for,
         areas=areas,
+        sha256=sha256,
     )
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[CopyResult] = loop.create_future()

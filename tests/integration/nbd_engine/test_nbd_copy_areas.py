@@ -183,3 +183,13 @@ async def test_bad_areas_are_one_clear_error_and_leave_nothing_running(source_di
     assert message.startswith("disk0: area (") and "ends past the disk" in message
     assert "\n" not in message
     assert not copy_threads()
+
+
+async def test_a_full_without_sha256_still_has_its_block_checksum(source_disk, make_target):
+    target = make_target(source_disk.size)
+    async with file_source(str(source_disk.path)) as src:
+        result = await copy_disk("disk0", src, target.endpoint, sha256=False)
+    target.stop()
+    assert result.sha256 is None
+    assert result.checksum == client.checksum(str(source_disk.path))
+    assert guest_bytes(target.image) == source_disk.path.read_bytes()
