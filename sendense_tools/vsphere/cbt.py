@@ -51,7 +51,9 @@ def snapshot_change_ids(session: VsphereSession, snap: SnapshotRef) -> dict[int,
 
 def _fault(exc: vmodl.MethodFault) -> CbtError:
     text = getattr(exc, "msg", "") or ""
-    return CbtError(f"QueryChangedDiskAreas: {type(exc).__name__} {text}".rstrip())
+    # pyVmomi names fault classes "vim.fault.FileFault": the last part is VMware's name.
+    name = type(exc).__name__.rpartition(".")[2]
+    return CbtError(f"QueryChangedDiskAreas: {name} {text}".rstrip())
 
 
 def changed_areas(
