@@ -9,20 +9,25 @@ never from what the node or the simulator reports.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import nbd
 import pytest
 from pyVmomi import vim
 
 from sendense_tools.backup.executor import BackupOptions, backup_vm
 from sendense_tools.backup.mode import IncrementalRefused, PreviousDisk
 from sendense_tools.backup.plan import plan_copies, prepare_cbt
+from sendense_tools.lab.seed import SeededDisk
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.vsphere.cbt import cbt_enabled, snapshot_change_ids
 from sendense_tools.vsphere.connection import VsphereSession
-from sendense_tools.vsphere.inventory import DiskInfo, find_vm
+from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.props import read_props, wait_task
 from sendense_tools.vsphere.snapshots import (
     SnapshotRef,
@@ -30,6 +35,9 @@ from sendense_tools.vsphere.snapshots import (
     remove_snapshot,
     snapshot_disks,
 )
+from tests.fixtures.ports import free_port
+from tests.fixtures.procs import stop_process
+from tests.fixtures.qemu_nbd import _wait_answering
 from tests.fixtures.vcsim import remaining_snapshots
 from tests.integration.test_vcsim_cbt import flat_path, set_cbt
 
@@ -91,7 +99,7 @@ def write_at(session, vm, disk_id: str, offset: int, data: bytes) -> None:
         os.pwrite(f.fileno(), data, offset)
 
 
-def disk_content(session, vm, disk: DiskInfo) -> bytes:
+def disk_content(session, vm, disk: SeededDisk) -> bytes:
     with open(flat_path(session, vm, vm_disk(session, vm, disk.disk_id)), "rb") as f:
         data = f.read(disk.capacity)
     return data + bytes(disk.capacity - len(data))
@@ -203,6 +211,186 @@ async def test_a_demanded_incremental_without_evidence_fails_and_leaves_no_snaps
         )  # fmt: skip
     assert remaining_snapshots(vcsim) == []
     set_cbt(session, vm, True)
+
+
+# -- backups into qcow2 chains (need the engine's areas=: run after the merge) ----
+
+
+class Chain:
+    """qcow2 points served by real qemu-nbd on loopback; every process stopped at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen] = []
+
+    def create(self, name: str, capacity: int | None = None, backing: Path | None = None) -> Path:
+        path = self.root / name
+        args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+        if backing is not None:
+            args += ["-b", str(backing), "-F", "qcow2"]
+        args.append(str(path))
+        if capacity is not None:
+            args.append(str(capacity))
+        subprocess.run(args, check=True)
+        return path
+
+    def serve(self, path: Path, readonly: bool = False) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        args = ["qemu-nbd", "--shared=4", "--persistent", "-b", "127.0.0.1", "-p", str(port),
+                "-x", "disk", "-f", "qcow2", str(path)]  # fmt: skip
+        proc = subprocess.Popen([*args, "-r"] if readonly else args, stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        uri = f"nbd://127.0.0.1:{port}/disk"
+        _wait_answering(uri, proc)
+        return uri, proc
+
+    def serve_all(self, paths: dict[str, Path]) -> dict[str, NbdEndpoint]:
+        return {k: NbdEndpoint(self.serve(p)[0]) for k, p in paths.items()}
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+    def read(self, path: Path) -> bytes:
+        """The whole disk of a point, through `qemu-nbd -r` (following its backing chain)."""
+        uri, proc = self.serve(path, readonly=True)
+        try:
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            size = h.get_size()
+            out = bytearray()
+            while len(out) < size:
+                out += h.pread(min(BLOCK, size - len(out)), len(out))
+            h.shutdown()
+            return bytes(out)
+        finally:
+            stop_process(proc)
+
+
+@pytest.fixture
+def chain(tmp_path) -> Iterator[Chain]:
+    c = Chain(tmp_path)
+    yield c
+    c.stop_all()
+
+
+def blkhash(data: bytes) -> dict:
+    """DESIGN's checksum, computed here from the bytes (zero blocks hash like any other)."""
+    digests = b"".join(
+        hashlib.blake2b(data[i : i + BLOCK], digest_size=32).digest()
+        for i in range(0, len(data), BLOCK)
+    )
+    return {
+        "algorithm": "blake2b",
+        "block_size": BLOCK,
+        "checksum": hashlib.blake2b(digests, digest_size=32).hexdigest(),
+    }
+
+
+def changes_digest(data: bytes, areas) -> str:
+    h = hashlib.blake2b(digest_size=32)
+    for offset, length in areas:
+        h.update(offset.to_bytes(8, "big") + length.to_bytes(8, "big"))
+        h.update(data[offset : offset + length])
+    return h.hexdigest()
+
+
+def find_run(data: bytes, size: int, zero: bool, after: int = 0) -> int:
+    """A CBT-block-aligned offset of `size` bytes that are all zero (or all hold some data)."""
+    for off in range(after - after % CBT_BLOCK, len(data) - size, CBT_BLOCK):
+        chunk = data[off : off + size]
+        if zero == (not chunk.strip(b"\0")) and (zero or all(
+            data[o : o + CBT_BLOCK].strip(b"\0") for o in range(off, off + size, CBT_BLOCK)
+        )):  # fmt: skip
+            return off
+    raise AssertionError(f"no {'zero' if zero else 'data'} run of {size} bytes in the seed")
+
+
+async def full_point(vcsim, chain: Chain, job: str):
+    files = {d.disk_id: chain.create(f"{d.disk_id}-{job}.qcow2", d.capacity) for d in vcsim.disks}
+    outcome = await backup_vm(vcsim.params(), vcsim.vm, chain.serve_all(files), job)
+    chain.stop_all()
+    return outcome, files
+
+
+def scatter_writes(session, vm, at: dict[str, bytes]) -> dict[str, list[tuple[int, int]]]:
+    """New data in a hole, data turned to zeroes, a write across a 4 MiB border; the ranges."""
+    rng = random.Random("scatter")
+    d0 = at["disk0"]
+    writes = [
+        ("disk0", find_run(d0, 5 * CBT_BLOCK, zero=True) + 777, rng.randbytes(300_000)),
+        ("disk0", find_run(d0, 2 * CBT_BLOCK, zero=False, after=BLOCK * 2), bytes(2 * CBT_BLOCK)),
+        ("disk0", 5 * BLOCK - 4096, rng.randbytes(8192)),
+        ("disk1", 3 * BLOCK + 12345, rng.randbytes(1000)),
+    ]
+    ranges: dict[str, list[tuple[int, int]]] = {k: [] for k in at}
+    for disk_id, offset, data in writes:
+        write_at(session, vm, disk_id, offset, data)
+        ranges[disk_id].append((offset, len(data)))
+    return ranges
+
+
+async def test_full_then_incremental_is_bit_identical_at_each_snapshot_and_moves_the_change(
+    vcsim, session, vm, chain
+):
+    set_cbt(session, vm, True)
+    first, full_files = await full_point(vcsim, chain, "chain-full")
+    assert (first.mode, first.mode_reason) == ("full", "no previous point")
+    at_full = {d.disk_id: disk_content(session, vm, d) for d in vcsim.disks}
+    written = scatter_writes(session, vm, at_full)
+
+    overlays = {k: chain.create(f"{k}-incr.qcow2", backing=p) for k, p in full_files.items()}
+    prev = {o.disk_id: PreviousDisk(o.change_id, o.capacity) for o in first.disks}
+    second = await backup_vm(
+        vcsim.params(), vcsim.vm, chain.serve_all(overlays), "chain-incr",
+        mode="incremental", changed_since=prev,
+    )  # fmt: skip
+    chain.stop_all()
+    assert (second.mode, second.mode_reason) == ("incremental", None)
+    at_incr = {d.disk_id: disk_content(session, vm, d) for d in vcsim.disks}
+    assert remaining_snapshots(vcsim) == []
+
+    for d1, d2 in zip(first.disks, second.disks, strict=True):
+        k = d1.disk_id
+        assert chain.read(full_files[k]) == at_full[k], f"{k}: the full point changed"
+        assert chain.read(overlays[k]) == at_incr[k], f"{k}: the incremental is not the disk"
+        assert d1.checksum == blkhash(at_full[k])
+        assert d1.change_id and d2.change_id and d2.change_id != d1.change_id
+        # Never a missed change, and no more than CBT's 64 KiB areas around it.
+        assert blocks_of(written[k]) <= blocks_of(d2.areas)
+        moved = sum(n for _, n in d2.areas)
+        assert moved <= len(blocks_of(written[k])) * CBT_BLOCK
+        assert d2.bytes_copied <= moved
+        new_data = sum(len(at_incr[k][o : o + n].replace(b"\0", b"")) for o, n in written[k])
+        assert d2.bytes_copied >= new_data
+        assert d2.changes["digest"] == changes_digest(at_incr[k], d2.areas)
+        assert d2.changes["areas"] == len(d2.areas)
+    assert second.disks[2].areas == [] and second.disks[2].bytes_copied == 0
+
+
+async def test_a_fall_back_full_into_overlays_writes_the_whole_disk_zeroes_included(
+    vcsim, session, vm, chain
+):
+    set_cbt(session, vm, True)
+    first, full_files = await full_point(vcsim, chain, "fallback-full")
+    at_full = {d.disk_id: disk_content(session, vm, d) for d in vcsim.disks}
+    scatter_writes(session, vm, at_full)  # includes data turned to zeroes
+    set_cbt(session, vm, False)
+    set_cbt(session, vm, True)  # a reset: the old change ids mean nothing now
+    overlays = {k: chain.create(f"{k}-fb.qcow2", backing=p) for k, p in full_files.items()}
+    prev = {o.disk_id: PreviousDisk(o.change_id, o.capacity) for o in first.disks}
+    second = await backup_vm(
+        vcsim.params(), vcsim.vm, chain.serve_all(overlays), "fallback-next", changed_since=prev
+    )
+    chain.stop_all()
+    assert (second.mode, second.mode_reason) == (
+        "full", "change id of disk0 is from another CBT epoch"
+    )  # fmt: skip
+    for d in vcsim.disks:
+        now = disk_content(session, vm, d)
+        assert chain.read(overlays[d.disk_id]) == now, f"{d.disk_id}: old data shows through"
+        out = next(o for o in second.disks if o.disk_id == d.disk_id)
+        assert out.areas is None and out.checksum == blkhash(now)
 
 
 def test_a_resized_disk_is_a_full_naming_both_sizes(session, vm, snaps):
