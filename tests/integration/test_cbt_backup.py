@@ -12,11 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
-import nbd
 import pytest
 from pyVmomi import vim
 
@@ -35,9 +32,7 @@ from sendense_tools.vsphere.snapshots import (
     remove_snapshot,
     snapshot_disks,
 )
-from tests.fixtures.ports import free_port
-from tests.fixtures.procs import stop_process
-from tests.fixtures.qemu_nbd import _wait_answering
+from tests.fixtures.chain import Chain
 from tests.fixtures.vcsim import remaining_snapshots
 from tests.integration.test_vcsim_cbt import flat_path, set_cbt
 
@@ -214,64 +209,6 @@ async def test_a_demanded_incremental_without_evidence_fails_and_leaves_no_snaps
 
 
 # -- backups into qcow2 chains (need the engine's areas=: run after the merge) ----
-
-
-class Chain:
-    """qcow2 points served by real qemu-nbd on loopback; every process stopped at the end."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[subprocess.Popen] = []
-
-    def create(self, name: str, capacity: int | None = None, backing: Path | None = None) -> Path:
-        path = self.root / name
-        args = ["qemu-img", "create", "-q", "-f", "qcow2"]
-        if backing is not None:
-            args += ["-b", str(backing), "-F", "qcow2"]
-        args.append(str(path))
-        if capacity is not None:
-            args.append(str(capacity))
-        subprocess.run(args, check=True)
-        return path
-
-    def serve(self, path: Path, readonly: bool = False) -> tuple[str, subprocess.Popen]:
-        port = free_port()
-        args = ["qemu-nbd", "--shared=4", "--persistent", "-b", "127.0.0.1", "-p", str(port),
-                "-x", "disk", "-f", "qcow2", str(path)]  # fmt: skip
-        proc = subprocess.Popen([*args, "-r"] if readonly else args, stdin=subprocess.DEVNULL)
-        self.procs.append(proc)
-        uri = f"nbd://127.0.0.1:{port}/disk"
-        _wait_answering(uri, proc)
-        return uri, proc
-
-    def serve_all(self, paths: dict[str, Path]) -> dict[str, NbdEndpoint]:
-        return {k: NbdEndpoint(self.serve(p)[0]) for k, p in paths.items()}
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            stop_process(proc)
-
-    def read(self, path: Path) -> bytes:
-        """The whole disk of a point, through `qemu-nbd -r` (following its backing chain)."""
-        uri, proc = self.serve(path, readonly=True)
-        try:
-            h = nbd.NBD()
-            h.connect_uri(uri)
-            size = h.get_size()
-            out = bytearray()
-            while len(out) < size:
-                out += h.pread(min(BLOCK, size - len(out)), len(out))
-            h.shutdown()
-            return bytes(out)
-        finally:
-            stop_process(proc)
-
-
-@pytest.fixture
-def chain(tmp_path) -> Iterator[Chain]:
-    c = Chain(tmp_path)
-    yield c
-    c.stop_all()
 
 
 def blkhash(data: bytes) -> dict:

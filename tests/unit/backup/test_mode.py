@@ -75,7 +75,7 @@ def test_each_missing_piece_of_evidence_falls_back_to_a_full_with_its_reason(
 
 
 def test_a_demanded_incremental_that_falls_back_is_refused_with_the_reason():
-    with pytest.raises(IncrementalRefused, match="not possible: CBT was just enabled$"):
+    with pytest.raises(IncrementalRefused, match=r"not possible: CBT was just enabled$"):
         enforce("incremental", decide("incremental", prev(), now(), "enabled"))
 
 
