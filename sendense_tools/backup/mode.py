@@ -17,8 +17,9 @@ from sendense_tools.vsphere.cbt import CbtError, change_id_epoch
 RequestedMode = Literal["auto", "full", "incremental"]
 Mode = Literal["full", "incremental"]
 # "on": tracking was on before this run; "enabled": this run turned it on;
-# "off": it is off and stays off ([backup] cbt = false).
-CbtState = Literal["on", "enabled", "off"]
+# "off": it is off and stays off ([backup] cbt = false); "refused": vCenter
+# would not turn it on (e.g. the account lacks the ChangeTracking privilege).
+CbtState = Literal["on", "enabled", "off", "refused"]
 
 
 class IncrementalRefused(BackupError):
@@ -53,6 +54,7 @@ def decide(
     changed_since: dict[str, PreviousDisk] | None,
     disks: list[SnapshotDisk],
     cbt: CbtState,
+    cbt_error: str = "",
 ) -> Decision:
     """The mode of this run; `enforce` then refuses a full where an incremental was demanded."""
     if requested == "full":
@@ -63,6 +65,8 @@ def decide(
         return Decision("full", "CBT is off ([backup] cbt = false)")
     if cbt == "enabled":
         return Decision("full", "CBT was just enabled")
+    if cbt == "refused":
+        return Decision("full", f"CBT could not be enabled: {cbt_error}")
     reason = _disk_reason(changed_since, disks)
     return Decision("full", reason) if reason else Decision("incremental")
 

@@ -25,7 +25,7 @@ from sendense_tools.vsphere.cbt import (
     enable_cbt,
     snapshot_change_ids,
 )
-from sendense_tools.vsphere.connection import VsphereSession
+from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.inventory import DiskInfo
 from sendense_tools.vsphere.snapshots import SnapshotRef
 
@@ -42,14 +42,26 @@ class DiskPlan:
         return self.areas is None
 
 
-def prepare_cbt(session: VsphereSession, vm: Any, wanted: bool) -> CbtState:
-    """Before the snapshot: turn CBT on when it is off and wanted; say how it was."""
+@dataclass(frozen=True)
+class CbtStatus:
+    state: CbtState
+    error: str = ""  # why vCenter refused to turn it on
+
+
+def prepare_cbt(session: VsphereSession, vm: Any, wanted: bool) -> CbtStatus:
+    """Before the snapshot: turn CBT on when it is off and wanted; say how it was.
+
+    A refusal is not the backup's failure: that run is a full, as before CBT.
+    """
     if cbt_enabled(session, vm):
-        return "on"
+        return CbtStatus("on")
     if not wanted:
-        return "off"
-    enable_cbt(session, vm)
-    return "enabled"
+        return CbtStatus("off")
+    try:
+        enable_cbt(session, vm)
+    except VsphereError as exc:
+        return CbtStatus("refused", str(exc))
+    return CbtStatus("enabled")
 
 
 def plan_copies(
@@ -57,7 +69,7 @@ def plan_copies(
     vm: Any,
     snap: SnapshotRef,
     frozen: list[DiskInfo],
-    cbt: CbtState,
+    cbt: CbtStatus,
     requested: RequestedMode,
     changed_since: dict[str, PreviousDisk] | None,
 ) -> tuple[Decision, dict[str, DiskPlan]]:
@@ -68,7 +80,7 @@ def plan_copies(
     """
     ids = snapshot_change_ids(session, snap)
     disks = [SnapshotDisk(d.disk_id, d.key, d.capacity, ids.get(d.key)) for d in frozen]
-    decision = enforce(requested, decide(requested, changed_since, disks, cbt))
+    decision = enforce(requested, decide(requested, changed_since, disks, cbt.state, cbt.error))
     if decision.mode == "incremental" and changed_since:
         try:
             plans = {

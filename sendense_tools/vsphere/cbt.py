@@ -35,7 +35,10 @@ def cbt_enabled(session: VsphereSession, vm: vim.VirtualMachine) -> bool:
 def enable_cbt(session: VsphereSession, vm: vim.VirtualMachine) -> None:
     """Turn CBT on; it takes effect at the next stun/unstun, which our snapshot is."""
     spec = vim.vm.ConfigSpec(changeTrackingEnabled=True)
-    task = session.call(vm.ReconfigVM_Task, spec)
+    try:
+        task = session.call(vm.ReconfigVM_Task, spec)
+    except vmodl.MethodFault as exc:  # NoPermission comes here, not as a task error
+        raise VsphereError(f"enable changed block tracking: {_fault_name(exc)} {exc.msg}") from None
     wait_task(session, task, "enable changed block tracking")
 
 
@@ -49,11 +52,14 @@ def snapshot_change_ids(session: VsphereSession, snap: SnapshotRef) -> dict[int,
     }
 
 
+def _fault_name(exc: vmodl.MethodFault) -> str:
+    # pyVmomi names fault classes "vim.fault.FileFault": the last part is VMware's name.
+    return type(exc).__name__.rpartition(".")[2]
+
+
 def _fault(exc: vmodl.MethodFault) -> CbtError:
     text = getattr(exc, "msg", "") or ""
-    # pyVmomi names fault classes "vim.fault.FileFault": the last part is VMware's name.
-    name = type(exc).__name__.rpartition(".")[2]
-    return CbtError(f"QueryChangedDiskAreas: {name} {text}".rstrip())
+    return CbtError(f"QueryChangedDiskAreas: {_fault_name(exc)} {text}".rstrip())
 
 
 def changed_areas(

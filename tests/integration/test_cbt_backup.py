@@ -19,11 +19,11 @@ from pyVmomi import vim
 
 from sendense_tools.backup.executor import BackupOptions, backup_vm
 from sendense_tools.backup.mode import IncrementalRefused, PreviousDisk
-from sendense_tools.backup.plan import plan_copies, prepare_cbt
+from sendense_tools.backup.plan import CbtStatus, plan_copies, prepare_cbt
 from sendense_tools.lab.seed import SeededDisk
 from sendense_tools.nbd.endpoint import NbdEndpoint
-from sendense_tools.vsphere.cbt import cbt_enabled, snapshot_change_ids
-from sendense_tools.vsphere.connection import VsphereSession
+from sendense_tools.vsphere.cbt import cbt_enabled, enable_cbt, snapshot_change_ids
+from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.props import read_props, wait_task
 from sendense_tools.vsphere.snapshots import (
@@ -77,7 +77,7 @@ def previous_of(session, snap: SnapshotRef) -> dict[str, PreviousDisk]:
 
 def plan(session, vm, snap, cbt, changed_since, requested="auto"):
     return plan_copies(
-        session, vm, snap, snapshot_disks(session, snap), cbt, requested, changed_since
+        session, vm, snap, snapshot_disks(session, snap), CbtStatus(cbt), requested, changed_since
     )
 
 
@@ -109,11 +109,19 @@ def blocks_of(areas, block: int = CBT_BLOCK) -> set[int]:
 
 def test_prepare_cbt_turns_tracking_on_only_when_wanted_and_says_how_it_was(session, vm):
     set_cbt(session, vm, False)
-    assert prepare_cbt(session, vm, wanted=False) == "off"
+    assert prepare_cbt(session, vm, wanted=False) == CbtStatus("off")
     assert not cbt_enabled(session, vm)
-    assert prepare_cbt(session, vm, wanted=True) == "enabled"
+    assert prepare_cbt(session, vm, wanted=True) == CbtStatus("enabled")
     assert cbt_enabled(session, vm)
-    assert prepare_cbt(session, vm, wanted=True) == "on"
+    assert prepare_cbt(session, vm, wanted=True) == CbtStatus("on")
+
+
+def test_a_reconfigure_vcenter_refuses_is_a_domain_error_naming_the_fault(session):
+    gone = vim.VirtualMachine("vm-999999", session.si._stub)
+    with pytest.raises(
+        VsphereError, match=r"^enable changed block tracking: ManagedObjectNotFound"
+    ):
+        enable_cbt(session, gone)
 
 
 def test_an_incremental_plan_holds_exactly_the_written_areas_and_the_new_change_ids(

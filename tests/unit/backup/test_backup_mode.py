@@ -74,6 +74,15 @@ def test_each_missing_piece_of_evidence_falls_back_to_a_full_with_its_reason(
     assert decide(requested, changed_since, disks, cbt) == Decision("full", reason)
 
 
+def test_cbt_that_vcenter_would_not_enable_is_a_full_naming_the_refusal():
+    got = decide(
+        "auto", prev(), now(), "refused", "permission to perform this operation was denied"
+    )
+    assert got == Decision(
+        "full", "CBT could not be enabled: permission to perform this operation was denied"
+    )
+
+
 def test_a_demanded_incremental_that_falls_back_is_refused_with_the_reason():
     with pytest.raises(IncrementalRefused, match=r"not possible: CBT was just enabled$"):
         enforce("incremental", decide("incremental", prev(), now(), "enabled"))
