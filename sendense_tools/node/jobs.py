@@ -229,11 +229,11 @@ class JobManager:
 
         def on_mode(decision: Decision, plans: dict[str, DiskPlan]) -> None:
             job.mode, job.mode_reason = decision.mode, decision.reason
+            # The areas wait for the final report: a long list would ride every running one.
             for disk_id, plan in plans.items():
                 d = job.disks.get(disk_id)
                 if d is not None:
                     d.change_id = plan.change_id
-                    d.areas = plan.areas if decision.mode == "incremental" else None
             job.changed.set()
 
         hooks = Hooks(on_progress=on_progress, on_snapshot=on_snapshot, on_phase=on_phase,
