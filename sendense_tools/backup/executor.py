@@ -14,8 +14,11 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
+from sendense_tools.backup.blocking import finish_blocking, run_blocking
+from sendense_tools.backup.mode import Decision, PreviousDisk, RequestedMode
+from sendense_tools.backup.plan import DiskPlan, plan_copies, prepare_cbt
 from sendense_tools.backup.sources import open_source, refuse_other_snapshots
 from sendense_tools.backup.targets import BackupError, match_targets
 from sendense_tools.errors import SendenseError
@@ -35,12 +38,11 @@ from sendense_tools.vsphere.snapshots import (
     snapshot_name,
 )
 
-T = TypeVar("T")
 Transport = Literal["https", "vddk", "file"]
 # The steps of one backup, in order, as Hooks.on_phase names them.
 Phase = Literal[
-    "connecting", "describing", "creating_snapshot", "starting_sources", "copying",
-    "removing_snapshot",
+    "connecting", "describing", "creating_snapshot", "querying_changes", "starting_sources",
+    "copying", "removing_snapshot",
 ]  # fmt: skip
 # vCenter drops an idle session after 30 minutes; touching it more often keeps
 # the cookie the https transport uses valid for the whole copy.
@@ -61,6 +63,8 @@ class BackupOptions:
     owner: str = DEFAULT_OWNER
     # How long vCenter may take to remove a snapshot: bounds a cancelled job's end too.
     snapshot_remove_timeout: float = REMOVE_TIMEOUT
+    # Turn changed block tracking on when it is off ([backup] cbt).
+    cbt: bool = True
 
 
 @dataclass
@@ -69,15 +73,24 @@ class DiskOutcome:
     capacity: int
     bytes_copied: int
     bytes_zero: int
-    sha256: str
+    sha256: str | None
     seconds: float
     retries: int
+    change_id: str | None
+    checksum: dict[str, Any] | None
+    changes: dict[str, Any] | None
+    areas: list[tuple[int, int]] | None  # an incremental's copied areas
 
     @classmethod
-    def of(cls, r: CopyResult) -> DiskOutcome:
+    def of(cls, r: CopyResult, plan: DiskPlan, incremental: bool) -> DiskOutcome:
         return cls(
-            r.disk_id, r.capacity, r.bytes_copied, r.bytes_zero, r.sha256, r.seconds, r.retries
-        )
+            r.disk_id, r.capacity, r.bytes_copied, r.bytes_zero, r.sha256, r.seconds, r.retries,
+            plan.change_id,
+            # TEMPORARY until the engine's CopyResult.checksum/.changes are merged here.
+            getattr(r, "checksum", None),
+            getattr(r, "changes", None),
+            plan.areas if incremental else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -87,6 +100,8 @@ class BackupOutcome:
     snapshot: str
     seconds: float
     disks: list[DiskOutcome]
+    mode: str = "full"
+    mode_reason: str | None = None
     leftovers_removed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,36 +116,11 @@ class Hooks:
     on_vm: Callable[[VmInfo], None] | None = None
     on_snapshot: Callable[[str], None] | None = None
     on_phase: Callable[[Phase], None] | None = None
+    on_mode: Callable[[Decision, dict[str, DiskPlan]], None] | None = None
 
     def phase(self, phase: Phase) -> None:
         if self.on_phase:
             self.on_phase(phase)
-
-
-async def finish_blocking(fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
-    """Run a blocking vSphere step to its end even if this task is cancelled meanwhile.
-
-    Returns (result, cancelled): a CreateSnapshot whose task got cancelled
-    while it ran still hands back the snapshot, so the caller can remove it
-    before passing the cancellation on.
-    """
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    cancelled = False
-    while True:
-        try:
-            return await asyncio.shield(fut), cancelled
-        except asyncio.CancelledError:
-            if fut.done():
-                raise
-            cancelled = True
-
-
-async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """finish_blocking, then deliver a cancellation that arrived meanwhile."""
-    result, cancelled = await finish_blocking(fn, *args)
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 async def _keepalive(session: VsphereSession) -> None:
@@ -154,8 +144,14 @@ async def backup_vm(
     options: BackupOptions = BackupOptions(),
     hooks: Hooks = Hooks(),  # noqa: B008 - stateless default
     cancel: asyncio.Event | None = None,
+    mode: RequestedMode = "auto",
+    changed_since: dict[str, PreviousDisk] | None = None,
 ) -> BackupOutcome:
-    """Back up every disk of `vm` to `targets` from ONE snapshot named sendense-<job_id>."""
+    """Back up every disk of `vm` to `targets` from ONE snapshot named sendense-<job_id>.
+
+    `changed_since` (the previous point's change id per disk) makes an
+    incremental possible, and says the targets are overlays on that point.
+    """
     started = time.monotonic()
     hooks.phase("connecting")
     session, cancelled = await finish_blocking(VsphereSession.connect, params)
@@ -173,6 +169,7 @@ async def backup_vm(
         )
         # Refused before ours exists, so that nothing is left to remove.
         await _refuse_if_not_alone(session, vm_obj, info, options, None)
+        cbt = await run_blocking(prepare_cbt, session, vm_obj, options.cbt)
         name = snapshot_name(job_id)
         hooks.phase("creating_snapshot")
         snap: SnapshotRef
@@ -186,7 +183,15 @@ async def backup_vm(
                 hooks.on_snapshot(name)
             # A snapshot taken between the check above and ours: ours is then a delta too.
             await _refuse_if_not_alone(session, vm_obj, info, options, snap)
-            results = await _copy_all(session, info, snap, targets, options, hooks, cancel)
+            frozen = await run_blocking(snapshot_disks, session, snap)
+            hooks.phase("querying_changes")
+            decision, plans = await run_blocking(
+                plan_copies, session, vm_obj, snap, frozen, cbt, mode, changed_since
+            )
+            if hooks.on_mode:
+                hooks.on_mode(decision, plans)
+            results = await _copy_all(session, info, snap, frozen, plans, targets, options, hooks,
+                                      cancel)  # fmt: skip
         except BaseException as exc:
             hooks.phase("removing_snapshot")
             try:
@@ -205,7 +210,12 @@ async def backup_vm(
         moref=info.moref,
         snapshot=name,
         seconds=time.monotonic() - started,
-        disks=[DiskOutcome.of(results[d.disk_id]) for d in info.disks],
+        disks=[
+            DiskOutcome.of(results[d.disk_id], plans[d.disk_id], decision.mode == "incremental")
+            for d in info.disks
+        ],
+        mode=decision.mode,
+        mode_reason=decision.reason,
         leftovers_removed=leftovers,
     )
 
@@ -228,12 +238,13 @@ async def _copy_all(
     session: VsphereSession,
     info: VmInfo,
     snap: SnapshotRef,
+    frozen: list[DiskInfo],
+    plans: dict[str, DiskPlan],
     targets: dict[str, NbdEndpoint],
     options: BackupOptions,
     hooks: Hooks,
     cancel: asyncio.Event | None,
 ) -> dict[str, CopyResult]:
-    frozen = await run_blocking(snapshot_disks, session, snap)
     by_key = {d.key: d for d in frozen}
     results: dict[str, CopyResult] = {}
     keepalive = asyncio.create_task(_keepalive(session))
@@ -249,6 +260,9 @@ async def _copy_all(
                 sources[disk.disk_id] = await stack.enter_async_context(source)
 
             async def one(disk: DiskInfo) -> None:
+                plan = plans[disk.disk_id]
+                # Only named when set, so a full keeps today's call.
+                extra: dict[str, Any] = {} if plan.areas is None else {"areas": plan.areas}
                 try:
                     results[disk.disk_id] = await copy_disk(
                         disk.disk_id,
@@ -258,6 +272,8 @@ async def _copy_all(
                         on_progress=hooks.on_progress,
                         cancel=cancel,
                         retry_for=options.retry_for,
+                        target_is_zero=plan.target_is_zero,
+                        **extra,
                     )
                 except CopyCancelled:
                     raise

@@ -72,7 +72,7 @@ async def start_backup(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise BadTargets(f"nbd_targets: {exc}") from None
     routed = request.app[FORWARDS].route_all(targets)
-    job = await request.app[JOBS].start(body.job_id, body.vm, routed)
+    job = await request.app[JOBS].start(body.job_id, body.vm, routed, body.mode, body.previous())
     return json_ok({"job_id": job.job_id, "status": job.status}, status=202)
 
 

@@ -83,6 +83,9 @@ class BackupSection(Strict):
     # How long the node waits for vCenter to remove a snapshot (also on a stop:
     # the unit's TimeoutStopSec is derived from it, see node/stopping.py).
     snapshot_remove_timeout: float = Field(default=600.0, gt=0, le=86400)
+    # Turn changed block tracking on for a VM that has it off, so that the
+    # next backup can be an incremental.
+    cbt: bool = True
 
 
 class NodeConfig(Strict):

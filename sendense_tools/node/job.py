@@ -14,6 +14,32 @@ class DiskState:
     bytes_total: int
     bytes_copied: int = 0
     sha256: str | None = None
+    change_id: str | None = None
+    checksum: dict[str, Any] | None = None
+    changes: dict[str, Any] | None = None
+    areas: list[tuple[int, int]] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "disk_id": self.disk_id,
+            "bytes_copied": self.bytes_copied,
+            "bytes_total": self.bytes_total,
+            "sha256": self.sha256,
+            "change_id": self.change_id,
+            "checksum": self.checksum,
+            "changes": self.changes,
+            "areas": [list(a) for a in self.areas] if self.areas is not None else None,
+        }
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> DiskState:
+        # Records spooled before incrementals existed lack the newer fields.
+        areas = d.get("areas")
+        return cls(
+            d["disk_id"], d["bytes_total"], d["bytes_copied"], d["sha256"],
+            d.get("change_id"), d.get("checksum"), d.get("changes"),
+            [(int(o), int(n)) for o, n in areas] if areas is not None else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -26,6 +52,8 @@ class Job:
     # The executor's step (backup/executor.py Phase) while running; None once ended.
     phase: str | None = "connecting"
     snapshot: str | None = None
+    mode: str | None = None  # full | incremental, once decided
+    mode_reason: str | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
@@ -48,16 +76,10 @@ class Job:
         return {
             "status": status,
             "snapshot": self.snapshot,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
             "error": self.error,
-            "disks": [
-                {
-                    "disk_id": d.disk_id,
-                    "bytes_copied": d.bytes_copied,
-                    "bytes_total": d.bytes_total,
-                    "sha256": d.sha256,
-                }
-                for d in self.disks.values()
-            ],
+            "disks": [d.as_dict() for d in self.disks.values()],
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +91,8 @@ class Job:
             "status": self.status,
             "phase": self.phase,
             "snapshot": self.snapshot,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -78,10 +102,7 @@ class Job:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
         """A job as an earlier run of the node recorded it (no task: it is not running here)."""
-        disks = {
-            d["disk_id"]: DiskState(d["disk_id"], d["bytes_total"], d["bytes_copied"], d["sha256"])
-            for d in record["disks"]
-        }
+        disks = {d["disk_id"]: DiskState.from_record(d) for d in record["disks"]}
         return cls(
             record["job_id"],
             record["vm"],
@@ -90,6 +111,8 @@ class Job:
             status=record["status"],
             phase=record.get("phase"),
             snapshot=record.get("snapshot"),
+            mode=record.get("mode"),
+            mode_reason=record.get("mode_reason"),
             error=record.get("error"),
             started_at=record["started_at"],
             finished_at=record.get("finished_at"),

@@ -20,6 +20,8 @@ from sendense_tools.backup.executor import (
     Phase,
     backup_vm,
 )
+from sendense_tools.backup.mode import Decision, PreviousDisk, RequestedMode
+from sendense_tools.backup.plan import DiskPlan
 from sendense_tools.backup.targets import TargetMismatch, match_targets
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.copy import CopyProgress
@@ -85,7 +87,14 @@ class JobManager:
         except SendenseError as exc:
             raise VcenterError(str(exc)) from None
 
-    async def start(self, job_id: str, vm: str, targets: dict[str, NbdEndpoint]) -> Job:
+    async def start(
+        self,
+        job_id: str,
+        vm: str,
+        targets: dict[str, NbdEndpoint],
+        mode: RequestedMode = "auto",
+        changed_since: dict[str, PreviousDisk] | None = None,
+    ) -> Job:
         self._refuse_existing(job_id)
         info = await self.describe(vm)
         try:
@@ -108,7 +117,9 @@ class JobManager:
         self._forget_old()
         self.jobs[job_id] = job
         self._active_vm[info.moref] = job_id
-        job.task = asyncio.create_task(self._run(job, targets), name=f"backup-{job_id}")
+        job.task = asyncio.create_task(
+            self._run(job, targets, mode, changed_since), name=f"backup-{job_id}"
+        )
         return job
 
     def _refuse_existing(self, job_id: str) -> None:
@@ -196,7 +207,13 @@ class JobManager:
             if self.on_abandon is not None:
                 self.on_abandon()
 
-    async def _run(self, job: Job, targets: dict[str, NbdEndpoint]) -> None:
+    async def _run(
+        self,
+        job: Job,
+        targets: dict[str, NbdEndpoint],
+        mode: RequestedMode,
+        changed_since: dict[str, PreviousDisk] | None,
+    ) -> None:
         def on_progress(p: CopyProgress) -> None:
             d = job.disks.get(p.disk_id)
             if d is not None:
@@ -210,15 +227,29 @@ class JobManager:
         def on_phase(phase: Phase) -> None:
             job.phase = phase
 
-        hooks = Hooks(on_progress=on_progress, on_snapshot=on_snapshot, on_phase=on_phase)
+        def on_mode(decision: Decision, plans: dict[str, DiskPlan]) -> None:
+            job.mode, job.mode_reason = decision.mode, decision.reason
+            # The areas wait for the final report: a long list would ride every running one.
+            for disk_id, plan in plans.items():
+                d = job.disks.get(disk_id)
+                if d is not None:
+                    d.change_id = plan.change_id
+            job.changed.set()
+
+        hooks = Hooks(on_progress=on_progress, on_snapshot=on_snapshot, on_phase=on_phase,
+                      on_mode=on_mode)  # fmt: skip
         reporting = asyncio.create_task(self.reporter.follow(job))
         try:
             outcome: BackupOutcome = await backup_vm(
-                self.vcenter(), job.moref, targets, job.job_id, self.options, hooks, job.cancel
-            )
+                self.vcenter(), job.moref, targets, job.job_id, self.options, hooks, job.cancel,
+                mode, changed_since,
+            )  # fmt: skip
             for r in outcome.disks:
                 d = job.disks[r.disk_id]
                 d.bytes_copied, d.bytes_total, d.sha256 = r.capacity, r.capacity, r.sha256
+                d.change_id, d.checksum, d.changes, d.areas = (
+                    r.change_id, r.checksum, r.changes, r.areas
+                )  # fmt: skip
             job.status = "completed"
         except asyncio.CancelledError:
             job.status, job.error = "cancelled", job.stop_reason

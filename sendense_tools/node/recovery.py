@@ -16,7 +16,7 @@ import logging
 
 from pyVmomi import vmodl
 
-from sendense_tools.backup.executor import run_blocking
+from sendense_tools.backup.blocking import run_blocking
 from sendense_tools.errors import SendenseError
 from sendense_tools.node.job import Job
 from sendense_tools.node.jobs import JobManager

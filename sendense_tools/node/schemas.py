@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sendense_tools.api.fields import ByteCount
 from sendense_tools.backup.executor import Phase
+from sendense_tools.backup.mode import PreviousDisk
 
 # The job id becomes part of the snapshot name and URLs: keep it plain.
 JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
@@ -17,6 +18,19 @@ class NbdTls(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=255)
     psk: str = Field(min_length=2, max_length=1024)
+
+
+DiskId = Annotated[str, StringConstraints(pattern=r"^disk[0-9]{1,4}$")]
+ChangeId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class PreviousDiskBody(BaseModel):
+    """A previous point's disk; capacity and key let the node see a resize or re-key itself."""
+
+    model_config = ConfigDict(extra="forbid")
+    change_id: ChangeId
+    capacity: ByteCount | None = None
+    key: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class StartRequest(BaseModel):
@@ -29,6 +43,20 @@ class StartRequest(BaseModel):
         description="disk0:nbd://HOST:PORT/EXPORT,...; only this node's tunnel forwards",
     )
     nbd_tls: NbdTls | None = None
+    mode: Literal["auto", "full", "incremental"] = "auto"
+    changed_since: dict[DiskId, ChangeId | PreviousDiskBody] | None = Field(
+        default=None,
+        max_length=1024,
+        description="the previous completed point's change id per disk; its targets are overlays",
+    )
+
+    def previous(self) -> dict[str, PreviousDisk] | None:
+        if self.changed_since is None:
+            return None
+        return {
+            disk_id: PreviousDisk(p) if isinstance(p, str) else PreviousDisk(**p.model_dump())
+            for disk_id, p in self.changed_since.items()
+        }
 
 
 class StartAnswer(BaseModel):
@@ -55,6 +83,10 @@ class JobDisk(BaseModel):
     bytes_copied: int
     bytes_total: int
     sha256: str | None
+    change_id: str | None = Field(description="the snapshot's backing.changeId")
+    checksum: dict[str, Any] | None = Field(description="blkhash of the whole disk (a full)")
+    changes: dict[str, Any] | None = Field(description="digest of an incremental's areas")
+    areas: list[tuple[int, int]] | None = Field(description="an incremental's (offset, length)s")
 
 
 class NodeJob(BaseModel):
@@ -64,6 +96,8 @@ class NodeJob(BaseModel):
     status: Literal["running", "completed", "failed", "cancelled"]
     phase: Phase | None = Field(description="the backup's current step; null once it ended")
     snapshot: str | None
+    mode: Literal["full", "incremental"] | None = Field(description="null until decided")
+    mode_reason: str | None = Field(description="why a full")
     error: str | None
     started_at: float
     finished_at: float | None

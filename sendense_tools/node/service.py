@@ -53,6 +53,7 @@ def backup_options(cfg: NodeConfig) -> BackupOptions:
         password_file=str(Path(cfg.vcenter.password_file).resolve()),
         owner=cfg.node.id,
         snapshot_remove_timeout=b.snapshot_remove_timeout,
+        cbt=b.cbt,
     )
 
 

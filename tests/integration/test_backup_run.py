@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.snapshots import create_snapshot, remove_snapshot
 from tests.fixtures.ports import free_port
 from tests.fixtures.vcsim import remaining_snapshots
+from tests.integration.test_vcsim_cbt import flat_path, set_cbt, snapshot_disks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -199,3 +201,52 @@ def test_password_file_must_be_private(vcsim, tmp_path):
     proc = run(args)
     assert proc.returncode == 1
     assert "0600" in proc.stderr
+
+
+def test_changed_since_by_hand_copies_only_the_change_into_overlays(vcsim, chain):
+    """Needs the copy engine's areas= (engineer "engine"): runs after the merge."""
+    session = vcsim.session()
+    vm = find_vm(session, vcsim.vm)
+    try:
+        set_cbt(session, vm, True)
+        fulls = {d.disk_id: chain.create(f"{d.disk_id}.qcow2", d.capacity) for d in vcsim.disks}
+        served = chain.serve_all(fulls)
+        text = ",".join(f"{k}:{e.uri}" for k, e in served.items())
+        first = run(run_args(vcsim, text, "--job-id", "t-cbt-full", "--json"))
+        assert first.returncode == 0, first.stderr
+        full = json.loads(first.stdout)
+        chain.stop_all()
+        assert full["mode"] == "full"
+        ids = {d["disk_id"]: d["change_id"] for d in full["disks"]}
+        assert all(ids.values())
+
+        disk = vcsim.disks[1]
+        rng = random.Random("by-hand")
+        with open(flat_path(session, vm, snapshot_disks(session, vm)[disk.key]), "r+b") as f:
+            os.pwrite(f.fileno(), rng.randbytes(4096), 3 << 20)
+        overlays = {k: chain.create(f"{k}-2.qcow2", backing=p) for k, p in fulls.items()}
+        text = ",".join(f"{k}:{e.uri}" for k, e in chain.serve_all(overlays).items())
+        since = ",".join(f"{k}={v}" for k, v in ids.items())
+        second = run(run_args(vcsim, text, "--job-id", "t-cbt-incr", "--json",
+                              "--mode", "incremental", "--changed-since", since))  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        incr = json.loads(second.stdout)
+        chain.stop_all()
+        assert (incr["mode"], incr["mode_reason"]) == ("incremental", None)
+        by_id = {d["disk_id"]: d for d in incr["disks"]}
+        assert by_id[disk.disk_id]["areas"] == [[3 << 20, 64 << 10]]
+        assert by_id[disk.disk_id]["bytes_copied"] == 4096
+        assert all(by_id[k]["areas"] == [] for k in by_id if k != disk.disk_id)
+        assert all(d["change_id"] and d["change_id"] != ids[d["disk_id"]] for d in incr["disks"])
+        with open(flat_path(session, vm, snapshot_disks(session, vm)[disk.key]), "rb") as f:
+            now = f.read(disk.capacity)
+        assert chain.read(overlays[disk.disk_id]) == now + bytes(disk.capacity - len(now))
+    finally:
+        session.close()
+    assert remaining_snapshots(vcsim) == []
+
+
+def test_changed_since_that_names_no_disk_pair_is_bad_usage(vcsim):
+    proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/x", "--changed-since", "disk0"))
+    assert proc.returncode == 2
+    assert "'disk0' is not DISK=CHANGE_ID" in proc.stderr

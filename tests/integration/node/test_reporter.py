@@ -21,8 +21,10 @@ async def test_a_job_with_nothing_new_still_reports_every_heartbeat(hub):
     finally:
         following.cancel()
     assert hub.running("h-quiet")[0]["disks"] == [
-        {"disk_id": "disk0", "bytes_copied": 0, "bytes_total": 4096, "sha256": None}
-    ]
+        {"disk_id": "disk0", "bytes_copied": 0, "bytes_total": 4096, "sha256": None,
+         "change_id": None, "checksum": None, "changes": None, "areas": None}
+    ]  # fmt: skip
+    assert hub.running("h-quiet")[0]["mode"] is None  # not decided before the snapshot
 
 
 async def test_vcenter_creating_the_snapshot_for_long_does_not_silence_the_job(

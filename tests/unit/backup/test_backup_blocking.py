@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from sendense_tools.backup.executor import finish_blocking, run_blocking
+from sendense_tools.backup.blocking import finish_blocking, run_blocking
 
 
 async def test_cancellation_waits_for_the_step_then_is_delivered():
