@@ -40,6 +40,23 @@ def job_row(job: Job, host: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
         "nbd_targets": nbd_targets(host, specs),
         "tls_username": job.tls_username,
         "key_dir": str(job.key_dir) if job.key_dir else None,
+        # With a parent the node decides the mode after its snapshot; without, a full.
+        "mode": None if job.plan.parent else "full",
+        "mode_reason": job.plan.reason,
+        "parent": job.plan.parent.job_id if job.plan.parent else None,
+    }
+
+
+def start_body(job: Job, vm: str, nbd_targets: str, psk: str | None) -> dict[str, Any]:
+    """`POST node /api/v1/backup/start`: `changed_since` only when the targets are overlays."""
+    parent = job.plan.parent
+    return {
+        "job_id": job.id,
+        "vm": vm,
+        "nbd_targets": nbd_targets,
+        "nbd_tls": {"username": job.tls_username, "psk": psk} if psk else None,
+        "mode": job.mode,
+        "changed_since": dict(parent.change_ids) if parent else None,
     }
 
 
