@@ -117,7 +117,10 @@ class Store:
             stmts.append(("UPDATE jobs SET snapshot = ? WHERE id = ?", (snapshot, job_id)))
         if mode is not None:
             stmts.append(
-                ("UPDATE jobs SET mode = ?, mode_reason = ? WHERE id = ?", (*mode, job_id))
+                (
+                    "UPDATE jobs SET mode = ?, mode_reason = COALESCE(?, mode_reason) WHERE id = ?",
+                    (*mode, job_id),
+                )
             )
         for d in disks:
             stmts.append(
