@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from .chains import (
 from .conftest import MiB, targets
 
 pytestmark = pytest.mark.asyncio
+ROOT = Path(__file__).resolve().parents[3]
 
 CAPACITIES = [8 * MiB, 12 * MiB]
 
@@ -248,3 +252,44 @@ async def test_a_full_asked_for_is_no_overlay_even_with_a_parent(make_hub):
         assert await asyncio.to_thread(backing_of, path) is None
     await vm.copy(record, "full")
     assert (await h.wait_status(record["id"]))["status"] == "completed"
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sendense_tools", "backup", *args,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "300"},  # rich folds no backup id
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_backup_show_lists_the_chain_and_verify_recomputes_it(make_hub, tmp_path):
+    h = await make_hub(ports=4)
+    vm = Vm(h)
+    full = await vm.backup()
+    inc = await vm.backup(node_mode="incremental")
+    assert (full["status"], inc["status"]) == ("completed", "completed"), inc["error"]
+    hub = ("--hub", h.url, "--token-file", str(tmp_path / "admin-token"))
+
+    rc, out, err = await cli("show", inc["id"], *hub, "--json")
+    assert rc == 0, err
+    shown = json.loads(out)
+    assert shown["id"] == inc["id"]
+    assert [(p["id"], p["mode"]) for p in shown["chain"]] == [
+        (full["id"], "full"),
+        (inc["id"], "incremental"),
+    ]
+    assert [p["bytes_copied"] for p in shown["chain"]] == [
+        sum(d["bytes_copied"] for d in r["disk_results"]) for r in (full, inc)
+    ]
+    assert shown["chain"][1]["checksums"] == {
+        d["disk_id"]: d["checksum"] for d in inc["disk_results"]
+    }
+    rc, out, err = await cli("show", inc["id"], *hub)
+    assert rc == 0, err
+    assert full["id"] in out and "incremental" in out
+
+    rc, out, err = await cli("verify", inc["id"], *hub, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["ok"] is True
