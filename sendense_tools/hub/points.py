@@ -12,17 +12,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sendense_tools.hub import verify as checks
 from sendense_tools.hub.images import drop_backing
-from sendense_tools.hub.store import Store
-from sendense_tools.hub.verify import HASH_CONCURRENCY, ImageChecker
+from sendense_tools.hub.store import Store, loads
+from sendense_tools.hub.verify import ImageChecker
 
 
 class PointChecker:
     def __init__(self, store: Store, images: ImageChecker) -> None:
         self.store = store
         self.images = images
-        self._slots = asyncio.Semaphore(HASH_CONCURRENCY)
 
     async def check(self, job_id: str) -> list[str]:
         """Verify a finished job and record its checksums; the problems, one per disk."""
@@ -57,56 +55,18 @@ class PointChecker:
         name = disk["disk_id"]
         if parent is None:
             return f"{name}: parent point has no such disk"
-        changes, areas = disk["changes"], disk["areas"]
+        changes, areas = loads(disk["changes"]), loads(disk["areas"])
         if not changes or areas is None:
             return f"{name}: node reported no changes digest for an incremental"
         spans = [(int(offset), int(length)) for offset, length in areas]
-        async with self._slots:
-            problem = await asyncio.to_thread(
-                checks.check_changes, disk["qcow2_path"], spans, changes["digest"]
-            )
-            if problem:
-                return f"{name}: {problem}"
-            checksum = await asyncio.to_thread(
-                checks.derive, parent["qcow2_path"], disk["qcow2_path"], disk["capacity"], spans
-            )
+        checksum, problem = await self.images.check_incremental(
+            parent["qcow2_path"], disk["qcow2_path"], disk["capacity"], spans, changes["digest"]
+        )
+        if problem is not None:
+            return f"{name}: {problem}"
         self.store.set_checksum(job_id, name, checksum)
         return None
 
     async def verify(self, job_id: str) -> dict[str, Any]:
-        """`sendense backup verify`: each disk's checksum recomputed from the whole chain;
-        a record from before checksums is checked by its SHA-256 as it was made."""
-        disks = self.store.disks(job_id)
-        if not any(d["checksum"] for d in disks):
-            return await self.images.verify(job_id)
-        results = await asyncio.gather(*(self._verify_disk(d) for d in disks))
-        return {"id": job_id, "ok": all(r["match"] for r in results), "disks": list(results)}
-
-    async def _verify_disk(self, disk: dict[str, Any]) -> dict[str, Any]:
-        recorded = disk["checksum"]
-        found, error = None, None
-        try:
-            async with self._slots:
-                found = await asyncio.to_thread(
-                    checks.verify_chain, disk["qcow2_path"], disk["capacity"]
-                )
-        except (OSError, RuntimeError) as exc:
-            error = str(exc)
-        return {
-            "disk_id": disk["disk_id"],
-            "qcow2_path": disk["qcow2_path"],
-            "recorded_sha256": disk["sha256"],
-            "sha256": None,
-            "recorded_checksum": recorded,
-            "checksum": found,
-            "match": found is not None and recorded is not None and _same(found, recorded),
-            "error": error,
-        }
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (a["algorithm"], a["block_size"], a["checksum"].lower()) == (
-        b["algorithm"],
-        b["block_size"],
-        b["checksum"].lower(),
-    )
+        """`sendense backup verify`: each disk recomputed through its whole chain."""
+        return await self.images.verify(job_id)

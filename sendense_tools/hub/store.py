@@ -20,8 +20,9 @@ ACTIVE = ("pending", "running")
 FINALIZING = "finalizing"
 
 
-# Disk columns that hold JSON (a checksum dict, the node's changes dict, its areas).
-JSON_COLUMNS = ("checksum", "changes", "areas")
+def loads(text: str | None) -> Any:
+    """A JSON column's value (NULL: None)."""
+    return json.loads(text) if text is not None else None
 
 
 def _dump(value: Any) -> str | None:
@@ -204,13 +205,9 @@ class Store:
         return dict(row) if row else None
 
     def disks(self, job_id: str) -> list[dict[str, Any]]:
-        """A job's disks, the JSON columns decoded."""
+        """A job's disk rows; `checksum`, `changes` and `areas` hold JSON text."""
         rows = self._db.execute("SELECT * FROM disks WHERE job_id = ? ORDER BY idx", (job_id,))
-        disks = [dict(r) for r in rows]
-        for d in disks:
-            for column in JSON_COLUMNS:
-                d[column] = json.loads(d[column]) if d[column] is not None else None
-        return disks
+        return [dict(r) for r in rows]
 
     def newest_completed(self, node: str, vm: str) -> dict[str, Any] | None:
         """The newest completed point of a VM on a node (an incremental's parent candidate)."""
@@ -292,7 +289,7 @@ def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
                 "sha256": d["sha256"],
                 "sha256_qcow2": d["sha256_qcow2"],
                 "change_id": d["change_id"],
-                "checksum": d["checksum"],
+                "checksum": loads(d["checksum"]),
             }
             for d in disks
         ],
