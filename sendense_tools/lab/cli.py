@@ -11,6 +11,7 @@ from rich.console import Console
 
 from sendense_tools.clirun import run
 from sendense_tools.config import read_secret
+from sendense_tools.lab.change import change_vm, changed_as_dicts
 from sendense_tools.lab.seed import parse_sizes, seed_vm, seeded_as_dicts
 from sendense_tools.lab.summary import DemoFacts, render
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
@@ -83,6 +84,36 @@ def seed(
     else:
         for d in result:
             click.echo(f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}")
+
+
+@lab.command()
+@vcenter_options
+@click.option("--seed", default="change", show_default=True, help="content seed")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def change(
+    vcenter_url: str,
+    vm_name: str,
+    user: str,
+    password: str | None,
+    password_file: str | None,
+    insecure: bool,
+    thumbprint: str,
+    seed: str,
+    as_json: bool,
+) -> None:
+    """Write scattered blocks of every disk of the VM (in the simulator's datastore)."""
+    session = connect(
+        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
+    )
+    try:
+        result = change_vm(session, vm_name, seed=seed)
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps({"vm": vm_name, "disks": changed_as_dicts(result)}, indent=2))
+    else:
+        for d in result:
+            click.echo(f"{d.disk_id}  {d.changed_bytes:>12}  {d.sha256}")
 
 
 @lab.command()
