@@ -153,6 +153,7 @@ def _link(record: dict[str, Any]) -> dict[str, Any]:
         "mode": record.get("mode"),
         "status": record["status"],
         "created_at": record.get("created_at"),
+        "finished_at": record.get("finished_at"),
         "bytes_copied": sum(d.get("bytes_copied") or 0 for d in disks),
         "checksums": {d["disk_id"]: d.get("checksum") for d in disks},
     }

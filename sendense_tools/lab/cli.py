@@ -13,7 +13,7 @@ from sendense_tools.clirun import run
 from sendense_tools.config import read_secret
 from sendense_tools.lab.change import change_vm, changed_as_dicts
 from sendense_tools.lab.seed import parse_sizes, seed_vm, seeded_as_dicts
-from sendense_tools.lab.summary import DemoFacts, render
+from sendense_tools.lab.summary import DemoFacts, Incremental, render
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.snapshots import list_snapshots
@@ -145,17 +145,27 @@ def snapshots(
 @click.option("--seed", "seed_file", type=click.File(), required=True, help="seed JSON")
 @click.option("--snapshots", type=click.File(), required=True, help="`snapshots --json` output")
 @click.option("--exposure", multiple=True, help="UNIT=SCORE from systemd-analyze security")
-def summary(record, seed_file, snapshots, exposure: tuple[str, ...]) -> None:
-    """Print the demo's summary table; exit 1 unless every check passed."""
+@click.option("--incremental", type=click.File(), help="the incremental's record JSON")
+@click.option("--changes", type=click.File(), help="`change --json` output")
+@click.option("--verify", type=click.File(), help="`backup verify --json` of the incremental")
+@click.option("--contents", type=click.File(), help="{disk id: SHA-256} of the incremental")
+def summary(
+    record, seed_file, snapshots, exposure: tuple[str, ...], incremental, changes, verify, contents
+) -> None:
+    """Print the demo's summary tables; exit 1 unless every check passed."""
     try:
         scores = {u: float(s) for u, _, s in (e.partition("=") for e in exposure)}
     except ValueError:
         raise click.BadParameter("expected UNIT=SCORE", param_hint="--exposure") from None
+    second = (incremental, changes, verify, contents)
+    if any(second) and not all(second):
+        raise click.UsageError("--incremental, --changes, --verify and --contents go together")
     facts = DemoFacts(
         record=json.load(record),
         seed=json.load(seed_file),
         snapshots_left=json.load(snapshots)["snapshots"],
         exposure=scores,
+        incremental=Incremental(*(json.load(f) for f in second)) if incremental else None,
     )
     if not render(facts, Console()):
         sys.exit(1)
