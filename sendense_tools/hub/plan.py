@@ -48,16 +48,19 @@ def job_row(job: Job, host: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def start_body(job: Job, vm: str, nbd_targets: str, psk: str | None) -> dict[str, Any]:
-    """`POST node /api/v1/backup/start`: `changed_since` only when the targets are overlays."""
-    parent = job.plan.parent
-    return {
+    """`POST node /api/v1/backup/start`. Without a parent every node makes a full whatever
+    the mode, so `mode` and `changed_since` go only with one: a node older than
+    incrementals still takes a full (and refuses an incremental by name)."""
+    body: dict[str, Any] = {
         "job_id": job.id,
         "vm": vm,
         "nbd_targets": nbd_targets,
         "nbd_tls": {"username": job.tls_username, "psk": psk} if psk else None,
-        "mode": job.mode,
-        "changed_since": dict(parent.change_ids) if parent else None,
     }
+    parent = job.plan.parent
+    if parent is not None:
+        body |= {"mode": job.mode, "changed_since": dict(parent.change_ids)}
+    return body
 
 
 def write_psk(key_root: Path, job: Job) -> str:

@@ -117,9 +117,11 @@ class Store:
         if snapshot is not None:
             stmts.append(("UPDATE jobs SET snapshot = ? WHERE id = ?", (snapshot, job_id)))
         if mode is not None:
+            # The node decides only for a job the hub gave a parent; without one the
+            # hub's full and its reason stand.
             stmts.append(
                 (
-                    "UPDATE jobs SET mode = ?, mode_reason = COALESCE(?, mode_reason) WHERE id = ?",
+                    "UPDATE jobs SET mode = ?, mode_reason = ? WHERE id = ? AND parent IS NOT NULL",
                     (*mode, job_id),
                 )
             )

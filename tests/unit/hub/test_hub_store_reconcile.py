@@ -240,15 +240,17 @@ def test_a_database_from_before_incrementals_keeps_its_records_and_sha256(tmp_pa
         None,
     )
     checksum = {"algorithm": "blake2b", "block_size": 4 << 20, "checksum": "cd" * 32}
-    store.record_progress(
-        "j1",
-        None,
-        [{"disk_id": "disk0", "bytes_copied": 1, "bytes_total": 1, "change_id": "52 aa/7",
-          "checksum": checksum}],
-        mode=("full", "no previous completed point"),
-    )  # fmt: skip
+    disk = {"disk_id": "disk0", "bytes_copied": 1, "bytes_total": 1, "change_id": "52 aa/7",
+            "checksum": checksum}  # fmt: skip
+    # Without a parent the hub's decision (a full) stands: the node's mode is not taken.
+    store.record_progress("j1", None, [disk], mode=("incremental", None))
+    assert store.record("j1")["mode"] is None
+    store.set_parent("j1", "j0")
+    store.record_progress("j1", None, [disk], mode=("full", "CBT was just enabled"))
     record = store.record("j1")
-    assert (record["mode"], record["mode_reason"]) == ("full", "no previous completed point")
+    assert (record["mode"], record["mode_reason"], record["parent"]) == (
+        "full", "CBT was just enabled", "j0",
+    )  # fmt: skip
     assert record["disk_results"][0]["change_id"] == "52 aa/7"
     assert record["disk_results"][0]["checksum"] == checksum
     assert record["disk_results"][0]["sha256"] == "ab" * 32
