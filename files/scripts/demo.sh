@@ -23,20 +23,48 @@ step "Deploy: ansible-playbook -i inventory/lab playbooks/site.yml"
 podman exec vcenter cat /run/vcsim-lab/seed.json >"$TMP/seed.json"
 VM=$("$BIN/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$TMP/seed.json")
 
-step "Backup: sendense backup start --vm $VM --wait (on the node, through the tunnel)"
-TTY=(); [ -t 1 ] && TTY=(-t)
-podman exec "${TTY[@]}" node "$SENDENSE" backup start --vm "$VM" --wait
-podman exec hub "$SENDENSE" backup list --vm "$VM" --json >"$TMP/list.json"
-ID=$("$BIN/python" -c '
+newest() {  # the id of the VM's newest backup on the hub
+  podman exec hub "$SENDENSE" backup list --vm "$VM" --json >"$TMP/list.json"
+  "$BIN/python" -c '
 import json, sys
 records = json.load(open(sys.argv[1]))
 records = records["backups"] if isinstance(records, dict) else records
-print(max(records, key=lambda r: r["created_at"])["id"])' "$TMP/list.json")
+print(max(records, key=lambda r: r["created_at"])["id"])' "$TMP/list.json"
+}
+
+step "Backup: sendense backup start --vm $VM --mode full --wait (on the node, through the tunnel)"
+TTY=(); [ -t 1 ] && TTY=(-t)
+podman exec "${TTY[@]}" node "$SENDENSE" backup start --vm "$VM" --mode full --wait
+ID=$(newest)
 podman exec hub "$SENDENSE" backup show "$ID" --json >"$TMP/record.json"
 
 step "Verify: testinfra suites (tests/infra) against the lab"
 SENDENSE_INFRA_HUBS=podman://hub SENDENSE_INFRA_NODES=podman://node SENDENSE_INFRA_VCENTERS=podman://vcenter \
   "$BIN/pytest" -p no:cacheprovider -q tests/infra
+
+step "Change: scattered blocks of every disk of $VM (new data, zeroes, across a 4 MiB border)"
+podman exec vcenter /opt/sendense/venv/bin/python -m sendense_tools.lab change \
+  --vcenter https://127.0.0.1/sdk --vm "$VM" --insecure --json >"$TMP/changes.json"
+
+step "Incremental: sendense backup start --vm $VM --mode incremental --wait"
+podman exec "${TTY[@]}" node "$SENDENSE" backup start --vm "$VM" --mode incremental --wait || true
+INC=$(newest)
+podman exec hub "$SENDENSE" backup show "$INC"
+podman exec hub "$SENDENSE" backup show "$INC" --json >"$TMP/incremental.json"
+podman exec hub "$SENDENSE" backup verify "$INC" --json >"$TMP/verify.json" || true
+# Independently of the hub's checksums: each disk of the point, read through its
+# chain by qemu-nbd -r, against the SHA-256 of the changed VM disk.
+"$BIN/python" -c '
+import json, sys
+for d in json.load(open(sys.argv[1]))["disk_results"]:
+    print(d["disk_id"] + "=" + d["qcow2_path"])' \
+  "$TMP/incremental.json" >"$TMP/disks.txt"
+# shellcheck disable=SC2046
+podman exec hub /opt/sendense/venv/bin/python -c '
+import json, sys
+from sendense_tools.nbd.digest import sha256_of_image
+print(json.dumps({d: sha256_of_image(p) for d, _, p in (a.partition("=") for a in sys.argv[1:])}))' \
+  $(cat "$TMP/disks.txt") >"$TMP/contents.json"
 
 podman exec vcenter /opt/sendense/venv/bin/python -m sendense_tools.lab snapshots \
   --vcenter https://127.0.0.1/sdk --vm "$VM" --insecure --json >"$TMP/snapshots.json"
@@ -50,7 +78,9 @@ done
 
 step "Summary ($(( $(date +%s) - T0 )) s)"
 "$BIN/python" -m sendense_tools.lab summary --record "$TMP/record.json" --seed "$TMP/seed.json" \
-  --snapshots "$TMP/snapshots.json" "${EXPOSURE[@]}"
+  --snapshots "$TMP/snapshots.json" "${EXPOSURE[@]}" \
+  --incremental "$TMP/incremental.json" --changes "$TMP/changes.json" \
+  --verify "$TMP/verify.json" --contents "$TMP/contents.json"
 
 cat <<EOT
 
@@ -58,7 +88,8 @@ The lab is still running. Look around:
   podman exec -it node bash                      # the customer-site appliance
   podman exec node sendense tunnel status
   podman exec hub sendense backup list           # records on the hub
-  podman exec -it node sendense backup start --vm $VM --wait
+  podman exec -it node sendense backup start --vm $VM --wait   # an incremental (auto)
+  podman exec hub sendense backup show ID         # a point and its chain
   hub API  http://127.0.0.1:8082 (inside hub; token /etc/sendense/api-token)
   node API http://127.0.0.1:8081 (inside node), reached from the hub at its reverse port
 Remove it with: make lab-down

@@ -19,7 +19,10 @@ from sendense_tools.errors import SendenseError
 DEFAULT_HUB_URL = "http://127.0.0.1:8082"
 DEFAULT_TOKEN_FILE = "/etc/sendense/api-token"
 FINAL = ("completed", "failed", "cancelled")
+MODES = ("auto", "full", "incremental")
 POLL_SECONDS = 1.0
+# A chain longer than this is a loop in the records, not a history.
+MAX_CHAIN = 10000
 
 hub_option = click.option(
     "--hub",
@@ -55,11 +58,19 @@ def _records(data: Any) -> list[dict[str, Any]]:
     return list(data or [])
 
 
+def _checksum(disk: dict[str, Any]) -> str:
+    """A disk's checksum as a person reads it; a record from before checksums: its SHA-256."""
+    checksum = disk.get("checksum")
+    if checksum:
+        return f"{checksum['algorithm']}:{checksum['checksum']}"
+    return f"sha256:{disk['sha256']}" if disk.get("sha256") else ""
+
+
 def _disk_table(record: dict[str, Any]) -> Table:
     table = Table(title=f"backup {record['id']}: {record['vm']} on {record['node']}")
     for col in ("disk", "capacity", "copied", "port"):
         table.add_column(col)
-    table.add_column("SHA-256", overflow="fold")
+    table.add_column("checksum", overflow="fold")
     table.add_column("qcow2", overflow="fold")
     for d in record.get("disk_results") or []:
         table.add_row(
@@ -67,18 +78,58 @@ def _disk_table(record: dict[str, Any]) -> Table:
             f"{d.get('capacity') or 0:,}",
             f"{d.get('bytes_copied') or 0:,}",
             str(d.get("nbd_port") or ""),
-            d.get("sha256") or "",
+            _checksum(d),
             d.get("qcow2_path") or "",
         )
     return table
 
 
-def _print_record(record: dict[str, Any]) -> None:
+def _chain_table(chain: list[dict[str, Any]]) -> Table:
+    table = Table(title="restore point chain (full first)")
+    for col in ("backup", "mode", "status", "created", "bytes moved"):
+        table.add_column(col)
+    table.add_column("checksum", overflow="fold")
+    for r in chain:
+        disks = r.get("disk_results") or []
+        table.add_row(
+            r["id"],
+            r.get("mode") or "-",
+            r["status"],
+            str(r.get("created_at") or ""),
+            f"{sum(d.get('bytes_copied') or 0 for d in disks):,}",
+            "\n".join(f"{d['disk_id']} {_checksum(d) or '-'}" for d in disks),
+        )
+    return table
+
+
+def _print_record(record: dict[str, Any], chain: list[dict[str, Any]] | None = None) -> None:
     console = Console()
     console.print(_disk_table(record))
-    console.print(f"status {record['status']}  snapshot {record.get('snapshot') or '-'}")
+    mode = record.get("mode") or "-"
+    if record.get("mode_reason"):
+        mode += f" ({record['mode_reason']})"
+    console.print(
+        f"status {record['status']}  mode {mode}  snapshot {record.get('snapshot') or '-'}"
+    )
     if record.get("error"):
         console.print(f"error: {record['error']}")
+    if chain:
+        console.print(_chain_table(chain))
+
+
+async def _chain(hub_url: str, token_file: str, backup_id: str) -> list[dict[str, Any]]:
+    """The records of a point's chain, its full first: each point's parent, in turn."""
+    token = read_secret(token_file, "API token")
+    chain: list[dict[str, Any]] = []
+    async with ApiClient(hub_url, token) as api:
+        current: str | None = backup_id
+        while current is not None:
+            if len(chain) >= MAX_CHAIN or current in {r["id"] for r in chain}:
+                raise SendenseError(f"backup {backup_id}: its chain loops at {current}")
+            record = await api.get(f"/api/v1/backups/{current}")
+            chain.append(record)
+            current = record.get("parent")
+    return chain[::-1]
 
 
 async def _wait(hub_url: str, token_file: str, backup_id: str, bars: DiskBars) -> dict:
@@ -94,19 +145,47 @@ async def _wait(hub_url: str, token_file: str, backup_id: str, bars: DiskBars) -
             await asyncio.sleep(POLL_SECONDS)
 
 
+def _link(record: dict[str, Any]) -> dict[str, Any]:
+    """One point of a chain, as `show --json` lists it."""
+    disks = record.get("disk_results") or []
+    return {
+        "id": record["id"],
+        "mode": record.get("mode"),
+        "status": record["status"],
+        "created_at": record.get("created_at"),
+        "finished_at": record.get("finished_at"),
+        "bytes_copied": sum(d.get("bytes_copied") or 0 for d in disks),
+        "checksums": {d["disk_id"]: d.get("checksum") for d in disks},
+    }
+
+
 def register(group: click.Group) -> None:
     @group.command("start")
     @hub_option
     @click.option("--vm", required=True, help="VM name or moref")
     @click.option("--node", default=None, help="node id (default: the token's node)")
+    @click.option(
+        "--mode",
+        type=click.Choice(MODES),
+        default="auto",
+        show_default=True,
+        help="auto: an incremental when the node has the evidence, else a full;"
+        " incremental: fail rather than copy everything",
+    )
     @token_option
     @click.option("--wait", is_flag=True, help="show progress until the backup ends")
     @json_option
     def start(
-        hub_url: str, vm: str, node: str | None, token_file: str, wait: bool, as_json: bool
+        hub_url: str,
+        vm: str,
+        node: str | None,
+        mode: str,
+        token_file: str,
+        wait: bool,
+        as_json: bool,
     ) -> None:
         """Ask the hub for a backup of VM; with --wait, follow it to the end."""
-        body = {"vm": vm} | ({"node": node} if node else {})
+        body = {"vm": vm, "mode": mode} | ({"node": node} if node else {})
         record = asyncio.run(_call(hub_url, token_file, "POST", "/api/v1/backups", body))
         if wait and record["status"] not in FINAL:
             with DiskBars(enabled=not as_json) as bars:
@@ -159,12 +238,13 @@ def register(group: click.Group) -> None:
     @token_option
     @json_option
     def show(backup_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
-        """One backup record with its disks."""
-        record = asyncio.run(_call(hub_url, token_file, "GET", f"/api/v1/backups/{backup_id}"))
+        """One backup record with its disks, and the chain of points it belongs to."""
+        chain = asyncio.run(_chain(hub_url, token_file, backup_id))
+        record = chain[-1]
         if as_json:
-            _echo_json(record)
+            _echo_json(record | {"chain": [_link(r) for r in chain]})
         else:
-            _print_record(record)
+            _print_record(record, chain)
 
     @group.command("verify")
     @click.argument("backup_id")
@@ -172,25 +252,30 @@ def register(group: click.Group) -> None:
     @token_option
     @json_option
     def verify(backup_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
-        """Have the hub re-read the backup's qcow2 files and compare their SHA-256."""
+        """Have the hub recompute the point's checksums from its whole chain and compare."""
         path = f"/api/v1/backups/{backup_id}/verify"
         result = asyncio.run(_call(hub_url, token_file, "POST", path, {}))
         if as_json:
             _echo_json(result)
         else:
             table = Table(title=f"verify {backup_id}")
-            for col in ("disk", "match", "recorded SHA-256", "qcow2 SHA-256"):
-                table.add_column(col)
+            for col in ("disk", "match", "recorded", "recomputed"):
+                table.add_column(col, overflow="fold")
             for d in result.get("disks") or []:
+                recorded = {
+                    "checksum": d.get("recorded_checksum"),
+                    "sha256": d.get("recorded_sha256"),
+                }
+                found = {"checksum": d.get("checksum"), "sha256": d.get("sha256")}
                 table.add_row(
                     d["disk_id"],
                     "yes" if d.get("match") else "NO",
-                    d.get("recorded_sha256") or "",
-                    d.get("sha256") or d.get("error") or "",
+                    _checksum(recorded),
+                    _checksum(found) or d.get("error") or "",
                 )
             Console().print(table)
         if not result.get("ok"):
-            raise SendenseError(f"backup {backup_id} does not match its recorded SHA-256")
+            raise SendenseError(f"backup {backup_id} does not match its recorded checksum")
 
 
 __all__ = ["DEFAULT_HUB_URL", "DEFAULT_TOKEN_FILE", "register"]

@@ -22,6 +22,7 @@ from sendense_tools.hub.errors import (
     NodeRefused,
     NodeUnreachable,
     NoDisks,
+    NoParent,
     NotActive,
     NotFinished,
     StartAborted,
@@ -80,6 +81,7 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     Finishing: (409, "finishing"),
     NotFinished: (409, "not_finished"),
     StartAborted: (409, "start_aborted"),
+    NoParent: (409, "no_parent"),
     UnknownDisk: (422, "unknown_disk"),
     NoDisks: (422, "no_disks"),
     NodeError: (502, "node_error"),
@@ -149,7 +151,7 @@ async def start_backup(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "node: required when the admin token starts a backup")
     if who != ADMIN and node != who:
         raise ApiError(403, "forbidden", f"node {who} may not start backups for node {node}")
-    record = await request.app[JOBS].start_backup(body.vm, node)
+    record = await request.app[JOBS].start_backup(body.vm, node, body.mode)
     return json_ok(record, status=201)
 
 
@@ -239,7 +241,7 @@ OPERATIONS = [
         start_backup,
         "Start a backup of one VM on one node",
         {201: BackupRecord},
-        errors=(403, 404, 409, 502, 503, 507),
+        errors=(403, 404, 409, 422, 502, 503, 507),
         body=StartRequest,
     ),
     Operation(

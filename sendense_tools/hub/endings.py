@@ -13,9 +13,9 @@ from typing import Any
 from sendense_tools.hub.allocator import SlotAllocator
 from sendense_tools.hub.exports import ExportError
 from sendense_tools.hub.job import Job
+from sendense_tools.hub.points import PointChecker
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.store import Store
-from sendense_tools.hub.verify import ImageChecker
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,13 @@ class Endings:
         store: Store,
         allocator: SlotAllocator,
         repository: Repository,
-        images: ImageChecker,
+        points: PointChecker,
         jobs: dict[str, Job],
     ) -> None:
         self.store = store
         self.allocator = allocator
         self.repository = repository
-        self.images = images
+        self.points = points
         # The manager's table of running jobs: a released job leaves it.
         self._jobs = jobs
 
@@ -71,7 +71,7 @@ class Endings:
         self._jobs.pop(job.id, None)
 
     async def finish(self, job: Job, report: dict[str, Any]) -> None:
-        """Flush, stop, free, then compare each qcow2's SHA-256 to the node's."""
+        """Flush, stop, free, then check the point against the node's report."""
         failed = report["status"] == "failed"
         node_reason = f"node: {report.get('error') or 'node reported failure'}"
         try:
@@ -103,7 +103,7 @@ class Endings:
             self.conclude(job_id, "failed", f"finalizing failed: {exc!r}")
 
     async def _verify_and_conclude(self, job_id: str) -> None:
-        mismatches = await self.images.check(job_id)
+        mismatches = await self.points.check(job_id)
         if mismatches:
             self.conclude(job_id, "failed", "; ".join(mismatches))
         else:

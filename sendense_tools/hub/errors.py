@@ -79,3 +79,11 @@ class NodeRefused(HubError):
 class JobUnknownToNode(HubError):
     def __init__(self, node: str, job_id: str) -> None:
         super().__init__(f"node {node} does not know backup {job_id} (node restarted?)")
+
+
+class NoParent(HubError):
+    """`mode: incremental` asked for, but no previous point can carry one."""
+
+    def __init__(self, vm: str, reason: str) -> None:
+        super().__init__(f"no incremental backup of VM {vm!r} possible: {reason}")
+        self.reason = reason

@@ -47,16 +47,19 @@ async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
         raise ImageError(f"{argv[0]} failed: {message[-1] if message else proc.returncode}")
 
 
-async def create_image(path: Path, capacity: int) -> None:
-    """A new qcow2; StorageError when the repository refuses it (full, read-only, denied)."""
+async def create_image(path: Path, capacity: int, backing: Path | None = None) -> None:
+    """A new qcow2 (an overlay on `backing`, the parent point's qcow2 of the same disk);
+    StorageError when the repository refuses it (full, read-only, denied)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(path.parent, exc.errno or 0, exc.strerror or str(exc)) from None
     try:
         # C locale: the strerror text below is matched in English.
+        # qemu-img 7.2 refuses -b without -F.
+        chain = ["-b", str(backing), "-F", "qcow2"] if backing is not None else []
         await _run(
-            "qemu-img", "create", "-q", "-f", "qcow2", str(path), str(capacity),
+            "qemu-img", "create", "-q", "-f", "qcow2", *chain, str(path), str(capacity),
             env={**os.environ, "LC_ALL": "C"},
         )  # fmt: skip
     except ImageError as exc:
@@ -64,3 +67,9 @@ async def create_image(path: Path, capacity: int) -> None:
         if code is None:
             raise
         raise StorageError(path, code, os.strerror(code)) from None
+
+
+async def drop_backing(path: Path) -> None:
+    """Make an overlay stand alone without reading it: only right when every cluster
+    was written (a full the node copied into the overlay, zeroes included)."""
+    await _run("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", "", str(path))

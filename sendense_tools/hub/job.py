@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sendense_tools.hub.exports import Export
 from sendense_tools.hub.nodeclient import NodeClient
+from sendense_tools.hub.parent import Plan
 
 
 @dataclass
@@ -18,6 +19,9 @@ class Job:
     vm: str
     # Kept with the job: a node removed from the table is still told to cancel.
     client: NodeClient
+    # What was asked for (auto, full, incremental) and the parent the hub found for it.
+    mode: str = "auto"
+    plan: Plan = field(default_factory=lambda: Plan(None, None))
     exports: dict[str, Export] = field(default_factory=dict)
     key_dir: Path | None = None
     tls_username: str | None = None

@@ -35,7 +35,9 @@ from sendense_tools.hub.images import ImageError, StorageError, create_image
 from sendense_tools.hub.job import Job
 from sendense_tools.hub.nodeclient import NodeClient
 from sendense_tools.hub.options import ExportOptions
-from sendense_tools.hub.plan import disk_specs, job_row, write_psk
+from sendense_tools.hub.parent import choose_parent
+from sendense_tools.hub.plan import disk_specs, job_row, start_body, write_psk
+from sendense_tools.hub.points import PointChecker
 from sendense_tools.hub.reconcile import remove_key_dirs, stop_leftovers
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.sockets import ExportLayout
@@ -71,8 +73,8 @@ class JobManager:
         self._tasks: set[asyncio.Task] = set()
         # Start and finish tasks may be cancelled at shutdown; teardown tasks run to the end.
         self._interruptible: set[asyncio.Task] = set()
-        self.images = ImageChecker(store)
-        self.endings = Endings(store, allocator, self.repository, self.images, self._jobs)
+        self.points = PointChecker(store, ImageChecker(store))
+        self.endings = Endings(store, allocator, self.repository, self.points, self._jobs)
 
     # -- helpers --------------------------------------------------------------
 
@@ -111,12 +113,12 @@ class JobManager:
 
     # -- start ----------------------------------------------------------------
 
-    async def start_backup(self, vm: str, node: str) -> dict[str, Any]:
+    async def start_backup(self, vm: str, node: str, mode: str = "auto") -> dict[str, Any]:
         if node not in self.nodes:
             raise NodeNotFound(node)
         self._reserve(node, vm)
         # Shielded: a client that hangs up must not abandon half-started exports.
-        task = self._spawn(self._start(vm, node), interruptible=True)
+        task = self._spawn(self._start(vm, node, mode), interruptible=True)
         return await asyncio.shield(task)
 
     def _reserve(self, node: str, vm: str) -> None:
@@ -126,7 +128,7 @@ class JobManager:
             raise VmBusy(vm, active)
         self._reserved.add(key)
 
-    async def _start(self, vm: str, node: str) -> dict[str, Any]:
+    async def _start(self, vm: str, node: str, mode: str) -> dict[str, Any]:
         reserved = [(node, vm)]
         try:
             client = self._node_client(node)
@@ -136,7 +138,11 @@ class JobManager:
                 self._reserve(node, name)
                 reserved.append((node, name))
             disks = info["disks"]
-            job = Job(id=str(uuid.uuid4()), node=node, vm=name, client=client)
+            # Before any slot: an impossible incremental starts nothing (NoParent).
+            chosen = choose_parent(self.store, node, name, disks, mode)
+            job = Job(
+                id=str(uuid.uuid4()), node=node, vm=name, client=client, mode=mode, plan=chosen
+            )
             job.starter = asyncio.current_task()
             # PoolExhausted and ExportCapReached go up as they are: the API maps them to 503.
             slots = self.allocator.allocate(job.id, node, len(disks))
@@ -163,8 +169,16 @@ class JobManager:
     async def _bring_up(self, job: Job, specs: list[dict[str, Any]], info: dict) -> None:
         try:
             psk = write_psk(self.key_root, job) if job.key_dir is not None else None
+            parent = job.plan.parent
             await asyncio.gather(
-                *(create_image(Path(s["qcow2_path"]), s["capacity"]) for s in specs)
+                *(
+                    create_image(
+                        Path(s["qcow2_path"]),
+                        s["capacity"],
+                        Path(parent.qcow2[s["disk_id"]]) if parent else None,
+                    )
+                    for s in specs
+                )
             )
             for s in specs:
                 export = await start_export(
@@ -179,12 +193,8 @@ class JobManager:
                 job.exports[s["disk_id"]] = export
                 self.store.set_pid(job.node, s["nbd_port"], export.pid)
             await asyncio.gather(*(e.wait_ready() for e in job.exports.values()))
-            body = {
-                "job_id": job.id,
-                "vm": info.get("moref") or job.vm,
-                "nbd_targets": self.store.job_row(job.id)["nbd_targets"],  # type: ignore[index]
-                "nbd_tls": {"username": job.tls_username, "psk": psk} if psk else None,
-            }
+            targets = self.store.job_row(job.id)["nbd_targets"]  # type: ignore[index]
+            body = start_body(job, info.get("moref") or job.vm, targets, psk)
             job.node_started = True
             await job.client.start(body)
         except NodeRefused as exc:
@@ -277,7 +287,9 @@ class JobManager:
                 raise UnknownDisk(job_id, d["disk_id"])
         job.report_seen()
         if report["status"] == "running":
-            self.store.record_progress(job_id, report.get("snapshot"), report["disks"])
+            self.store.record_progress(
+                job_id, report.get("snapshot"), report["disks"], mode=_mode(report)
+            )
         else:
             self._take_final(job, report)
         return self.store.record(job_id) or {}
@@ -286,18 +298,20 @@ class JobManager:
         # A completed copy is the node's to keep no more: persisted before the
         # flush, so that a hub restart from here on verifies it again.
         phase = FINALIZING if report["status"] == "completed" else None
-        self.store.record_progress(job.id, report.get("snapshot"), report["disks"], phase)
+        self.store.record_progress(
+            job.id, report.get("snapshot"), report["disks"], phase, _mode(report)
+        )
         job.closing = True
         self._spawn(self.endings.finish(job, report), interruptible=True)
 
     async def verify(self, job_id: str) -> dict[str, Any]:
-        """Re-read every qcow2 of a finished backup and compare to the recorded SHA-256."""
+        """Recompute a finished backup's checksums from its whole chain and compare."""
         row = self.store.job_row(job_id)
         if row is None:
             raise BackupNotFound(job_id)
         if row["status"] in ACTIVE:
             raise NotFinished(job_id, row["status"])
-        return await self.images.verify(job_id)
+        return await self.points.verify(job_id)
 
     # -- start-up and shut-down -----------------------------------------------
 
@@ -338,3 +352,8 @@ class JobManager:
         for job_id in self.store.active_jobs():
             if not self.store.finalizing(job_id):
                 self.endings.conclude(job_id, "failed", "hub stopped")
+
+
+def _mode(report: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The node's (mode, reason), once it decided."""
+    return (report["mode"], report.get("mode_reason")) if report.get("mode") else None

@@ -40,7 +40,27 @@ def job_row(job: Job, host: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
         "nbd_targets": nbd_targets(host, specs),
         "tls_username": job.tls_username,
         "key_dir": str(job.key_dir) if job.key_dir else None,
+        # With a parent the node decides the mode after its snapshot; without, a full.
+        "mode": None if job.plan.parent else "full",
+        "mode_reason": job.plan.reason,
+        "parent": job.plan.parent.job_id if job.plan.parent else None,
     }
+
+
+def start_body(job: Job, vm: str, nbd_targets: str, psk: str | None) -> dict[str, Any]:
+    """`POST node /api/v1/backup/start`. Without a parent every node makes a full whatever
+    the mode, so `mode` and `changed_since` go only with one: a node older than
+    incrementals still takes a full (and refuses an incremental by name)."""
+    body: dict[str, Any] = {
+        "job_id": job.id,
+        "vm": vm,
+        "nbd_targets": nbd_targets,
+        "nbd_tls": {"username": job.tls_username, "psk": psk} if psk else None,
+    }
+    parent = job.plan.parent
+    if parent is not None:
+        body |= {"mode": job.mode, "changed_since": dict(parent.change_ids)}
+    return body
 
 
 def write_psk(key_root: Path, job: Job) -> str:

@@ -11,7 +11,8 @@ from sendense_tools.hub.vminfo import safe_name
 
 class Repository:
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        # Absolute: an overlay records its backing file's path as given.
+        self.root = Path(root).absolute()
 
     def job_dir(self, vm: str, job_id: str) -> Path:
         return self.root / safe_name(vm) / job_id

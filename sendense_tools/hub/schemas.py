@@ -10,6 +10,9 @@ from sendense_tools.api.fields import ByteCount
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{1,128}$")]
+RequestedMode = Literal["auto", "full", "incremental"]
+Mode = Literal["full", "incremental"]
 
 
 class Request(BaseModel):
@@ -24,6 +27,28 @@ class StartRequest(Request):
         max_length=128,
         description="node id; a node's own token implies it, the admin token must name it",
     )
+    mode: RequestedMode = Field(
+        default="auto",
+        description="auto: an incremental when the node has the evidence, else a full;"
+        " incremental: fail instead of falling back to a full",
+    )
+
+
+class Checksum(Request):
+    """A whole disk's checksum in ovirt-imageio's block-hash form."""
+
+    algorithm: Literal["blake2b"]
+    block_size: int = Field(gt=0, le=1 << 30)
+    checksum: Hex
+
+
+class Changes(Request):
+    """The node's digest of the areas it copied (DESIGN "Checksums")."""
+
+    algorithm: Literal["blake2b"]
+    areas: ByteCount
+    bytes: ByteCount
+    digest: Hex
 
 
 class DiskProgress(Request):
@@ -31,11 +56,18 @@ class DiskProgress(Request):
     bytes_copied: ByteCount
     bytes_total: ByteCount
     sha256: Sha256 | None = None
+    change_id: str | None = Field(default=None, max_length=1024)
+    checksum: Checksum | None = None
+    changes: Changes | None = None
+    # An incremental's copied areas, (offset, length) each; the body size bounds the count.
+    areas: list[tuple[ByteCount, ByteCount]] | None = Field(default=None, max_length=1 << 20)
 
 
 class ProgressReport(Request):
     status: Literal["running", "completed", "failed"]
     snapshot: str | None = Field(default=None, max_length=1024)
+    mode: Mode | None = None
+    mode_reason: str | None = Field(default=None, max_length=4096)
     error: str | None = Field(default=None, max_length=65536)
     disks: list[DiskProgress] = Field(default=[], max_length=1024)
 
@@ -57,6 +89,8 @@ class DiskResult(BaseModel):
     bytes_total: int
     sha256: str | None = Field(description="SHA-256 of the disk as the node read it")
     sha256_qcow2: str | None = Field(description="SHA-256 of the stored image, at the end")
+    change_id: str | None = Field(description="the snapshot's CBT change id for this disk")
+    checksum: dict | None = Field(description="the point's whole-disk checksum (blkhash form)")
 
 
 class BackupRecord(BaseModel):
@@ -68,6 +102,9 @@ class BackupRecord(BaseModel):
     finished_at: str | None
     error: str | None
     snapshot: str | None
+    mode: Mode | None
+    mode_reason: str | None = Field(description="why a full (or why an incremental failed)")
+    parent: str | None = Field(description="the backup an incremental's overlays build on")
     nbd_targets_string: str
     disk_results: list[DiskResult]
 
@@ -77,6 +114,8 @@ class VerifiedDisk(BaseModel):
     qcow2_path: str | None
     recorded_sha256: str | None
     sha256: str | None
+    recorded_checksum: dict | None = None
+    checksum: dict | None = Field(default=None, description="recomputed from the whole chain")
     match: bool
     error: str | None
 

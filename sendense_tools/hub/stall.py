@@ -77,6 +77,8 @@ def judge(job: Job, answer: dict[str, Any]) -> Verdict:
             {
                 "status": "completed",
                 "snapshot": answer.get("snapshot"),
+                "mode": answer.get("mode"),
+                "mode_reason": answer.get("mode_reason"),
                 "disks": answer.get("disks") or [],
             }
         ).model_dump()
@@ -89,11 +91,14 @@ def judge(job: Job, answer: dict[str, Any]) -> Verdict:
     unknown = sorted({d["disk_id"] for d in report["disks"]} - set(job.exports))
     if unknown:
         return Verdict(reason=f"node {job.node} reports unknown disks {', '.join(unknown)}")
-    reported = {d["disk_id"] for d in report["disks"] if d["sha256"]}
+    # A full has its whole-disk checksum (or the older sha256), an incremental its changes.
+    reported = {
+        d["disk_id"] for d in report["disks"] if d["sha256"] or d["checksum"] or d["changes"]
+    }
     missing = sorted(set(job.exports) - reported)
     if missing:
         return Verdict(
             reason=f"node {job.node} reports backup {job.id} completed, "
-            f"without the sha256 of {', '.join(missing)}"
+            f"without the checksum of {', '.join(missing)}"
         )
     return Verdict(report=report)

@@ -7,73 +7,26 @@ old or the new state (the allocations table is what reconciliation trusts).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.hub.schema import migrate
+
 ACTIVE = ("pending", "running")
 # A running job whose node's final report was taken: a restart verifies it again.
 FINALIZING = "finalizing"
 
-# One node's slot is one row: slots repeat across nodes.
-ALLOCATIONS = """
-CREATE TABLE {name} (
-    node TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    job_id TEXT NOT NULL,
-    disk_id TEXT NOT NULL,
-    pid INTEGER,
-    PRIMARY KEY (node, port)
-);
-"""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    vm TEXT NOT NULL,
-    node TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    finished_at TEXT,
-    error TEXT,
-    snapshot TEXT,
-    nbd_targets TEXT NOT NULL DEFAULT '',
-    tls_username TEXT,
-    key_dir TEXT,
-    phase TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS disks (
-    job_id TEXT NOT NULL REFERENCES jobs(id),
-    idx INTEGER NOT NULL,
-    disk_id TEXT NOT NULL,
-    capacity INTEGER NOT NULL,
-    nbd_port INTEGER,
-    export_name TEXT,
-    qcow2_path TEXT,
-    bytes_copied INTEGER NOT NULL DEFAULT 0,
-    bytes_total INTEGER NOT NULL DEFAULT 0,
-    sha256 TEXT,
-    sha256_qcow2 TEXT,
-    checksum TEXT,
-    change_id TEXT,
-    PRIMARY KEY (job_id, disk_id)
-);
-""" + ALLOCATIONS.format(name="IF NOT EXISTS allocations")
+def loads(text: str | None) -> Any:
+    """A JSON column's value (NULL: None)."""
+    return json.loads(text) if text is not None else None
 
-# Before per-node slots a port was unique hub-wide; the rows move over with their
-# job's node, so reconciliation still finds the qemu-nbd they name.
-MIGRATE_ALLOCATIONS = (
-    "ALTER TABLE allocations RENAME TO allocations_hubwide;"
-    + ALLOCATIONS.format(name="allocations")
-    + """
-INSERT INTO allocations (node, port, job_id, disk_id, pid)
-    SELECT COALESCE(j.node, ''), a.port, a.job_id, a.disk_id, a.pid
-    FROM allocations_hubwide a LEFT JOIN jobs j ON j.id = a.job_id;
-DROP TABLE allocations_hubwide;
-"""
-)
+
+def _dump(value: Any) -> str | None:
+    return json.dumps(value) if value is not None else None
 
 
 def now() -> str:
@@ -88,17 +41,7 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        columns = [r["name"] for r in self._db.execute("PRAGMA table_info(allocations)")]
-        if "node" not in columns:
-            self._db.executescript(f"BEGIN IMMEDIATE;{MIGRATE_ALLOCATIONS}COMMIT;")
-        columns = [r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")]
-        if "phase" not in columns:
-            self._db.execute("ALTER TABLE jobs ADD COLUMN phase TEXT")
-        columns = [r["name"] for r in self._db.execute("PRAGMA table_info(disks)")]
-        for column in ("checksum", "change_id"):
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE disks ADD COLUMN {column} TEXT")
+        migrate(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -116,9 +59,11 @@ class Store:
         stmts: list[tuple[str, tuple]] = [
             (
                 "INSERT INTO jobs (id, vm, node, status, created_at, nbd_targets, tls_username,"
-                " key_dir) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                " key_dir, mode, mode_reason, parent) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?,"
+                " ?, ?, ?)",
                 (job["id"], job["vm"], job["node"], now(), job["nbd_targets"],
-                 job.get("tls_username"), job.get("key_dir")),
+                 job.get("tls_username"), job.get("key_dir"), job.get("mode"),
+                 job.get("mode_reason"), job.get("parent")),
             )
         ]  # fmt: skip
         for i, d in enumerate(disks):
@@ -162,22 +107,56 @@ class Store:
         snapshot: str | None,
         disks: list[dict[str, Any]],
         phase: str | None = None,
+        mode: tuple[str, str | None] | None = None,
     ) -> None:
-        """A report's numbers (and, for the final one, the job's new phase) at once."""
+        """A report's numbers (and, for the final one, the job's new phase) at once;
+        `mode`: the node's (mode, reason) once it decided."""
         stmts: list[tuple[str, tuple]] = []
         if phase is not None:
             stmts.append(("UPDATE jobs SET phase = ? WHERE id = ?", (phase, job_id)))
         if snapshot is not None:
             stmts.append(("UPDATE jobs SET snapshot = ? WHERE id = ?", (snapshot, job_id)))
+        if mode is not None:
+            # The node decides only for a job the hub gave a parent; without one the
+            # hub's full and its reason stand.
+            stmts.append(
+                (
+                    "UPDATE jobs SET mode = ?, mode_reason = ? WHERE id = ? AND parent IS NOT NULL",
+                    (*mode, job_id),
+                )
+            )
         for d in disks:
             stmts.append(
                 (
                     "UPDATE disks SET bytes_copied = ?, bytes_total = ?,"
-                    " sha256 = COALESCE(?, sha256) WHERE job_id = ? AND disk_id = ?",
-                    (d["bytes_copied"], d["bytes_total"], d.get("sha256"), job_id, d["disk_id"]),
+                    " sha256 = COALESCE(?, sha256), change_id = COALESCE(?, change_id),"
+                    " checksum = COALESCE(?, checksum), changes = COALESCE(?, changes),"
+                    " areas = COALESCE(?, areas) WHERE job_id = ? AND disk_id = ?",
+                    (d["bytes_copied"], d["bytes_total"], d.get("sha256"), d.get("change_id"),
+                     _dump(d.get("checksum")), _dump(d.get("changes")), _dump(d.get("areas")),
+                     job_id, d["disk_id"]),
                 )
-            )
+            )  # fmt: skip
         self._tx(stmts)
+
+    def set_checksum(self, job_id: str, disk_id: str, checksum: dict[str, Any]) -> None:
+        """The hub's own whole-disk checksum of a point's disk (derived or computed)."""
+        self._tx(
+            [
+                (
+                    "UPDATE disks SET checksum = ? WHERE job_id = ? AND disk_id = ?",
+                    (_dump(checksum), job_id, disk_id),
+                )
+            ]
+        )
+
+    def set_mode(self, job_id: str, mode: str, reason: str | None) -> None:
+        self._tx(
+            [("UPDATE jobs SET mode = ?, mode_reason = ? WHERE id = ?", (mode, reason, job_id))]
+        )
+
+    def set_parent(self, job_id: str, parent: str | None) -> None:
+        self._tx([("UPDATE jobs SET parent = ? WHERE id = ?", (parent, job_id))])
 
     def set_image_sha(self, job_id: str, disk_id: str, sha: str) -> None:
         self._tx(
@@ -228,8 +207,32 @@ class Store:
         return dict(row) if row else None
 
     def disks(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's disk rows; `checksum`, `changes` and `areas` hold JSON text."""
         rows = self._db.execute("SELECT * FROM disks WHERE job_id = ? ORDER BY idx", (job_id,))
         return [dict(r) for r in rows]
+
+    def newest_completed(self, node: str, vm: str) -> dict[str, Any] | None:
+        """The newest completed point of a VM on a node (an incremental's parent candidate)."""
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE node = ? AND vm = ? AND status = 'completed'"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (node, vm),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def chain(self, job_id: str) -> list[dict[str, Any]]:
+        """The public records of a point's chain: its full first, the point itself last."""
+        chain: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        current: str | None = job_id
+        while current is not None and current not in seen:
+            record = self.record(current)
+            if record is None:
+                break
+            seen.add(current)
+            chain.append(record)
+            current = record["parent"]
+        return chain[::-1]
 
     def record(self, job_id: str) -> dict[str, Any] | None:
         """The public backup record (DESIGN.md fields)."""
@@ -272,6 +275,9 @@ def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
         "finished_at": job["finished_at"],
         "error": job["error"],
         "snapshot": job["snapshot"],
+        "mode": job["mode"],
+        "mode_reason": job["mode_reason"],
+        "parent": job["parent"],
         "nbd_targets_string": job["nbd_targets"],
         "disk_results": [
             {
@@ -284,6 +290,8 @@ def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
                 "bytes_total": d["bytes_total"],
                 "sha256": d["sha256"],
                 "sha256_qcow2": d["sha256_qcow2"],
+                "change_id": d["change_id"],
+                "checksum": loads(d["checksum"]),
             }
             for d in disks
         ],

@@ -11,8 +11,9 @@ from rich.console import Console
 
 from sendense_tools.clirun import run
 from sendense_tools.config import read_secret
+from sendense_tools.lab.change import change_vm, changed_as_dicts
 from sendense_tools.lab.seed import parse_sizes, seed_vm, seeded_as_dicts
-from sendense_tools.lab.summary import DemoFacts, render
+from sendense_tools.lab.summary import DemoFacts, Incremental, render
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.snapshots import list_snapshots
@@ -87,6 +88,36 @@ def seed(
 
 @lab.command()
 @vcenter_options
+@click.option("--seed", default="change", show_default=True, help="content seed")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def change(
+    vcenter_url: str,
+    vm_name: str,
+    user: str,
+    password: str | None,
+    password_file: str | None,
+    insecure: bool,
+    thumbprint: str,
+    seed: str,
+    as_json: bool,
+) -> None:
+    """Write scattered blocks of every disk of the VM (in the simulator's datastore)."""
+    session = connect(
+        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
+    )
+    try:
+        result = change_vm(session, vm_name, seed=seed)
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps({"vm": vm_name, "disks": changed_as_dicts(result)}, indent=2))
+    else:
+        for d in result:
+            click.echo(f"{d.disk_id}  {d.changed_bytes:>12}  {d.sha256}")
+
+
+@lab.command()
+@vcenter_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def snapshots(
     vcenter_url: str,
@@ -114,17 +145,27 @@ def snapshots(
 @click.option("--seed", "seed_file", type=click.File(), required=True, help="seed JSON")
 @click.option("--snapshots", type=click.File(), required=True, help="`snapshots --json` output")
 @click.option("--exposure", multiple=True, help="UNIT=SCORE from systemd-analyze security")
-def summary(record, seed_file, snapshots, exposure: tuple[str, ...]) -> None:
-    """Print the demo's summary table; exit 1 unless every check passed."""
+@click.option("--incremental", type=click.File(), help="the incremental's record JSON")
+@click.option("--changes", type=click.File(), help="`change --json` output")
+@click.option("--verify", type=click.File(), help="`backup verify --json` of the incremental")
+@click.option("--contents", type=click.File(), help="{disk id: SHA-256} of the incremental")
+def summary(
+    record, seed_file, snapshots, exposure: tuple[str, ...], incremental, changes, verify, contents
+) -> None:
+    """Print the demo's summary tables; exit 1 unless every check passed."""
     try:
         scores = {u: float(s) for u, _, s in (e.partition("=") for e in exposure)}
     except ValueError:
         raise click.BadParameter("expected UNIT=SCORE", param_hint="--exposure") from None
+    second = (incremental, changes, verify, contents)
+    if any(second) and not all(second):
+        raise click.UsageError("--incremental, --changes, --verify and --contents go together")
     facts = DemoFacts(
         record=json.load(record),
         seed=json.load(seed_file),
         snapshots_left=json.load(snapshots)["snapshots"],
         exposure=scores,
+        incremental=Incremental(*(json.load(f) for f in second)) if incremental else None,
     )
     if not render(facts, Console()):
         sys.exit(1)

@@ -125,11 +125,35 @@ async def test_start_wait_follows_the_backup_to_its_end(token_file, final, code)
     finally:
         await runner.cleanup()
     assert rc == code, err
-    assert fake.started == [{"vm": "vm1", "node": "node1"}]
+    assert fake.started == [{"vm": "vm1", "node": "node1", "mode": "auto"}]
     assert fake.polls >= 3
     assert json.loads(out)["status"] == final
     if final == "failed":
         assert err.strip() == "sendense: error: backup b1 failed: disk1: target gone"
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+async def test_start_passes_the_mode_on(token_file, mode):
+    fake = FakeHub("completed")
+    runner, url = await serve(fake)
+    try:
+        rc, out, err = await cli(
+            "start", "--hub", url, "--vm", "vm1", "--mode", mode, "--token-file", token_file,
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert rc == 0, err
+    assert fake.started == [{"vm": "vm1", "mode": mode}]
+    assert out.strip() == "backup b1 running"
+
+
+async def test_start_refuses_an_unknown_mode_as_bad_usage(token_file):
+    rc, _, err = await cli(
+        "start", "--hub", "http://127.0.0.1:9", "--vm", "vm1", "--mode", "differential",
+        "--token-file", token_file,
+    )  # fmt: skip
+    assert rc == 2
+    assert "'differential' is not one of 'auto', 'full', 'incremental'" in err
 
 
 async def test_list_show_verify_and_environment_defaults(token_file):

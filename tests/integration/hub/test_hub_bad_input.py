@@ -102,3 +102,38 @@ async def test_a_full_state_database_is_507(make_hub, small_filesystem):
     assert code == 507, answer
     assert answer["error"] == "insufficient_storage" and "full" in answer["message"]
     assert await held(h) == (0, 0)
+
+
+async def test_an_unknown_mode_is_422_and_starts_nothing(make_hub):
+    h = await make_hub(ports=2)
+    h.node.vms["web01"] = [16 * MiB]
+    code, answer = await h.call(
+        "POST", "/api/v1/backups", {"vm": "web01", "node": "node1", "mode": "differential"}
+    )
+    assert code == 422 and answer["error"] == "invalid", answer
+    assert answer["message"].startswith("mode:"), answer
+    assert h.node.starts == [] and await held(h) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("disk", "where"),
+    [
+        ({"areas": [[-1, 512]]}, "disks.0.areas.0.0"),
+        ({"areas": [[0, 2**64]]}, "disks.0.areas.0.1"),
+        ({"changes": {"algorithm": "md5", "areas": 1, "bytes": 1, "digest": "ab"}},
+         "disks.0.changes.algorithm"),
+        ({"checksum": {"algorithm": "blake2b", "block_size": 4194304, "checksum": "not hex"}},
+         "disks.0.checksum.checksum"),
+    ],
+)  # fmt: skip
+async def test_a_bad_incremental_report_is_422_and_the_job_keeps_running(make_hub, disk, where):
+    h = await make_hub(ports=2)
+    h.node.vms["web01"] = [16 * MiB]
+    _, record = await h.call("POST", "/api/v1/backups", {"vm": "web01", "node": "node1"})
+    path = f"/api/v1/backups/{record['id']}/progress"
+    base = {"disk_id": "disk0", "bytes_copied": 0, "bytes_total": 1}
+    report = {"status": "running", "mode": "incremental", "disks": [base | disk]}
+    code, answer = await h.call("PUT", path, report)
+    assert code == 422 and answer["error"] == "invalid", answer
+    assert answer["message"].startswith(where), answer
+    assert (await h.record(record["id"]))["status"] == "running"

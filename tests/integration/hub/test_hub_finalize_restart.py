@@ -47,7 +47,7 @@ async def test_hub_stopped_while_verifying_completes_the_job_at_next_start(
     h = await make_hub(ports=2)
     h.node.vms["web01"] = [256 * MiB, 64 * MiB]
     gate = Gate()
-    monkeypatch.setattr(ImageChecker, "_hash", gate.wrap(ImageChecker._hash))
+    monkeypatch.setattr(ImageChecker, "check", gate.wrap(ImageChecker.check))
     code, record = await h.call("POST", "/api/v1/backups", {"vm": "web01", "node": "node1"})
     assert code == 201, record
     await h.finish(record["id"])

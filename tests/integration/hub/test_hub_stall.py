@@ -83,7 +83,7 @@ async def test_a_node_that_finished_without_every_checksum_fails_the_job(make_hu
     h.node.jobs[record["id"]] = {"status": "completed", "disks": disks}
     final = await h.wait_status(record["id"])
     assert final["status"] == "failed"
-    assert "without the sha256 of disk1" in final["error"], final["error"]
+    assert "without the checksum of disk1" in final["error"], final["error"]
     await assert_left_nothing(h, tmp_path, final)
 
 

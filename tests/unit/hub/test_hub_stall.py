@@ -30,12 +30,31 @@ def test_a_completed_job_with_every_checksum_is_its_final_report():
     verdict = judge(job(), {"status": "completed", "snapshot": "s1",
                             "disks": [disk("disk0"), disk("disk1")]})  # fmt: skip
     assert verdict.reason is None
+    unset = {"change_id": None, "checksum": None, "changes": None, "areas": None}
     assert verdict.report == {
         "status": "completed",
         "snapshot": "s1",
+        "mode": None,
+        "mode_reason": None,
         "error": None,
-        "disks": [disk("disk0"), disk("disk1")],
+        "disks": [disk("disk0") | unset, disk("disk1") | unset],
     }
+
+
+def test_an_incremental_the_node_kept_is_taken_with_its_mode_and_changes():
+    changes = {"algorithm": "blake2b", "areas": 1, "bytes": 512, "digest": "cd" * 32}
+    disks = [
+        disk(d, None) | {"change_id": f"52 aa/{i}", "changes": changes, "areas": [[0, 512]]}
+        for i, d in enumerate(("disk0", "disk1"))
+    ]
+    verdict = judge(
+        job(), {"status": "completed", "mode": "incremental", "mode_reason": None, "disks": disks}
+    )
+    assert verdict.reason is None
+    assert verdict.report is not None
+    assert verdict.report["mode"] == "incremental"
+    assert [d["areas"] for d in verdict.report["disks"]] == [[(0, 512)], [(0, 512)]]
+    assert [d["change_id"] for d in verdict.report["disks"]] == ["52 aa/0", "52 aa/1"]
 
 
 @pytest.mark.parametrize(
@@ -45,11 +64,11 @@ def test_a_completed_job_with_every_checksum_is_its_final_report():
         ({"status": "cancelled"}, "node n1: cancelled"),
         (
             {"status": "completed", "disks": [disk("disk0"), disk("disk1", None)]},
-            "node n1 reports backup j1 completed, without the sha256 of disk1",
+            "node n1 reports backup j1 completed, without the checksum of disk1",
         ),
         (
             {"status": "completed", "disks": [disk("disk0")]},
-            "node n1 reports backup j1 completed, without the sha256 of disk1",
+            "node n1 reports backup j1 completed, without the checksum of disk1",
         ),
         (
             {"status": "completed", "disks": [disk("disk0"), disk("disk1"), disk("disk9")]},

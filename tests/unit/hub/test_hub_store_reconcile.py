@@ -219,3 +219,53 @@ def test_reconcile_verifies_a_finalizing_job_again_and_fails_the_others(tmp_path
     # The failed job's files are gone, the completed one's stay.
     assert image.is_file() and not (tmp_path / "web" / "j2").exists()
     store.close()
+
+
+def test_a_database_from_before_incrementals_keeps_its_records_and_sha256(tmp_path):
+    db = _old_database(
+        tmp_path,
+        "CREATE TABLE disks (job_id TEXT NOT NULL, idx INTEGER NOT NULL, disk_id TEXT NOT NULL,"
+        " capacity INTEGER NOT NULL, nbd_port INTEGER, export_name TEXT, qcow2_path TEXT,"
+        " bytes_copied INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,"
+        " sha256 TEXT, sha256_qcow2 TEXT, PRIMARY KEY (job_id, disk_id));"
+        "INSERT INTO disks (job_id, idx, disk_id, capacity, sha256) VALUES"
+        " ('j1', 0, 'disk0', 1048576, '" + "ab" * 32 + "');",
+    )
+    store = Store(db)
+    record = store.record("j1")
+    assert (record["mode"], record["mode_reason"], record["parent"]) == (None, None, None)
+    assert record["disk_results"][0]["sha256"] == "ab" * 32
+    assert (record["disk_results"][0]["change_id"], record["disk_results"][0]["checksum"]) == (
+        None,
+        None,
+    )
+    checksum = {"algorithm": "blake2b", "block_size": 4 << 20, "checksum": "cd" * 32}
+    disk = {"disk_id": "disk0", "bytes_copied": 1, "bytes_total": 1, "change_id": "52 aa/7",
+            "checksum": checksum}  # fmt: skip
+    # Without a parent the hub's decision (a full) stands: the node's mode is not taken.
+    store.record_progress("j1", None, [disk], mode=("incremental", None))
+    assert store.record("j1")["mode"] is None
+    store.set_parent("j1", "j0")
+    store.record_progress("j1", None, [disk], mode=("full", "CBT was just enabled"))
+    record = store.record("j1")
+    assert (record["mode"], record["mode_reason"], record["parent"]) == (
+        "full", "CBT was just enabled", "j0",
+    )  # fmt: skip
+    assert record["disk_results"][0]["change_id"] == "52 aa/7"
+    assert record["disk_results"][0]["checksum"] == checksum
+    assert record["disk_results"][0]["sha256"] == "ab" * 32
+    store.close()
+
+
+def test_a_chain_lists_the_full_first_and_the_point_last(tmp_path):
+    store = Store(tmp_path / "hub.db")
+    parent = None
+    for job_id in ("full", "inc1", "inc2"):
+        store.create_job({"id": job_id, "vm": "web", "node": "n1", "nbd_targets": "",
+                          "parent": parent}, [])  # fmt: skip
+        store.set_status(job_id, "completed")
+        parent = job_id
+    assert [r["id"] for r in store.chain("inc2")] == ["full", "inc1", "inc2"]
+    assert [r["id"] for r in store.chain("inc1")] == ["full", "inc1"]
+    assert [r["id"] for r in store.chain("full")] == ["full"]
+    store.close()
