@@ -10,6 +10,7 @@ APT_PACKAGES=(
   openssh-server openssh-client podman runc debootstrap uidmap slirp4netns
   golang-go golang-github-vmware-govmomi-dev systemd sqlite3 curl iproute2
   ca-certificates git make netavark aardvark-dns iptables
+  gcc python3-dev
 )
 
 missing=()

@@ -85,10 +85,7 @@ class DiskOutcome:
     def of(cls, r: CopyResult, plan: DiskPlan, incremental: bool) -> DiskOutcome:
         return cls(
             r.disk_id, r.capacity, r.bytes_copied, r.bytes_zero, r.sha256, r.seconds, r.retries,
-            plan.change_id,
-            # TEMPORARY until the engine's CopyResult.checksum/.changes are merged here.
-            getattr(r, "checksum", None),
-            getattr(r, "changes", None),
+            plan.change_id, r.checksum, r.changes,
             plan.areas if incremental else None,
         )  # fmt: skip
 
@@ -261,8 +258,6 @@ async def _copy_all(
 
             async def one(disk: DiskInfo) -> None:
                 plan = plans[disk.disk_id]
-                # Only named when set, so a full keeps today's call.
-                extra: dict[str, Any] = {} if plan.areas is None else {"areas": plan.areas}
                 try:
                     results[disk.disk_id] = await copy_disk(
                         disk.disk_id,
@@ -273,7 +268,7 @@ async def _copy_all(
                         cancel=cancel,
                         retry_for=options.retry_for,
                         target_is_zero=plan.target_is_zero,
-                        **extra,
+                        areas=plan.areas,
                     )
                 except CopyCancelled:
                     raise
