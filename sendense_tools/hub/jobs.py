@@ -318,7 +318,7 @@ class JobManager:
     async def reconcile(self) -> list[str]:
         """After a restart: stop leftover qemu-nbd, free slots, fail unfinished jobs
         (and verify again those the last run was finalizing). The failed ids."""
-        await stop_leftovers(self.store, self.layout, set(self.nodes))
+        await stop_leftovers(self.store, self.layout, set(self.nodes), self.repository.root)
         remove_key_dirs(self.key_root)
         failed = []
         for job_id in self.store.active_jobs():

@@ -43,3 +43,26 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def orphan_readers(repository: Path) -> list[int]:
+    """Read-only qemu-nbd of images under `repository` whose parent has died (the
+    checksum readers of a hub that was killed): nobody will ever read from them."""
+    root = f"{repository.resolve()}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, parent = fields[0], fields[1]
+        if state == "Z" or parent != "1" or b"--read-only" not in argv:
+            continue
+        if os.path.basename(argv[0].decode(errors="replace")) != "qemu-nbd":
+            continue
+        if any(a.startswith(root) for a in argv):
+            found.append(int(entry.name))
+    return found

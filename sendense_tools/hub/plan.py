@@ -49,7 +49,7 @@ def job_row(job: Job, host: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def start_body(job: Job, vm: str, nbd_targets: str, psk: str | None) -> dict[str, Any]:
     """`POST node /api/v1/backup/start`. Without a parent every node makes a full whatever
-    the mode, so `mode` and `changed_since` go only with one: a node older than
+    the mode, so `mode` and `change_ids` go only with one: a node older than
     incrementals still takes a full (and refuses an incremental by name)."""
     body: dict[str, Any] = {
         "job_id": job.id,
@@ -59,7 +59,7 @@ def start_body(job: Job, vm: str, nbd_targets: str, psk: str | None) -> dict[str
     }
     parent = job.plan.parent
     if parent is not None:
-        body |= {"mode": job.mode, "changed_since": dict(parent.change_ids)}
+        body |= {"mode": job.mode, "change_ids": dict(parent.change_ids)}
     return body
 
 

@@ -6,14 +6,16 @@ import logging
 import shutil
 from pathlib import Path
 
-from sendense_tools.hub.leftovers import is_qemu_nbd, kill_pid
+from sendense_tools.hub.leftovers import is_qemu_nbd, kill_pid, orphan_readers
 from sendense_tools.hub.sockets import ExportLayout, remove_stale_sockets
 from sendense_tools.hub.store import Store
 
 log = logging.getLogger(__name__)
 
 
-async def stop_leftovers(store: Store, layout: ExportLayout, nodes: set[str]) -> None:
+async def stop_leftovers(
+    store: Store, layout: ExportLayout, nodes: set[str], repository: Path
+) -> None:
     """Every recorded allocation is stale at start: stop its process, free it."""
     nodes = set(nodes)
     for row in store.allocations():
@@ -25,6 +27,9 @@ async def stop_leftovers(store: Store, layout: ExportLayout, nodes: set[str]) ->
         store.release_slot(node, slot)
     if layout.unix:
         remove_stale_sockets(layout.socket_dir, sorted(nodes))
+    for pid in orphan_readers(repository):
+        log.warning("stopping leftover image reader qemu-nbd pid %d", pid)
+        await kill_pid(pid)
 
 
 def remove_key_dirs(key_root: Path) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from sendense_tools.lab.seed import _local_datastore_dir
+from sendense_tools.lab.seed import local_datastore_dir
 from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.inventory import disks_of_devices, find_vm, split_datastore_file
 from sendense_tools.vsphere.props import read_props
@@ -60,20 +61,26 @@ def _sha256_of_disk(path: str, capacity: int) -> str:
     return h.hexdigest()
 
 
-def change_vm(session: VsphereSession, vm_name: str, seed: str = "change") -> list[ChangedDisk]:
+def change_vm(
+    session: VsphereSession,
+    vm_name: str,
+    seed: str = "change",
+    writes_for: Callable[[int, str], list[tuple[int, bytes]]] = scattered_writes,
+) -> list[ChangedDisk]:
+    """Write `writes_for(capacity, seed)` into each disk of the VM, in place."""
     vm = find_vm(session, vm_name)
     devices = read_props(session, vm, ["config.hardware.device"])["config.hardware.device"]
     out = []
     for disk in disks_of_devices(devices):
         ds_name, path = split_datastore_file(disk.file)
-        local = _local_datastore_dir(session, vm, ds_name)
+        local = local_datastore_dir(session, vm, ds_name)
         if not local:
             raise VsphereError(
                 f"datastore {ds_name} of {disk.file} is not on this machine:"
                 " run this where the simulator runs"
             )
         flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
-        writes = scattered_writes(disk.capacity, f"{seed}:{vm_name}:{disk.disk_id}")
+        writes = writes_for(disk.capacity, f"{seed}:{vm_name}:{disk.disk_id}")
         fd = os.open(flat, os.O_WRONLY)
         try:
             for offset, data in writes:

@@ -115,7 +115,7 @@ def replace_disks(session: VsphereSession, vm: vim.VirtualMachine, sizes: list[i
     wait_task(session, task, "add disks")
 
 
-def _local_datastore_dir(session: VsphereSession, vm: vim.VirtualMachine, ds_name: str) -> str:
+def local_datastore_dir(session: VsphereSession, vm: vim.VirtualMachine, ds_name: str) -> str:
     """The datastore's directory when it is on this machine, else ""."""
     for ds in read_props(session, vm, ["datastore"]).get("datastore", []):
         p = read_props(session, ds, ["name", "info.url"])
@@ -169,7 +169,7 @@ def seed_vm(
     for disk in disks:
         ds_name, path = split_datastore_file(disk.file)
         disk_seed = f"{seed}:{vm_name}:{disk.disk_id}"
-        local = "" if upload else _local_datastore_dir(session, vm, ds_name)
+        local = "" if upload else local_datastore_dir(session, vm, ds_name)
         if local:
             flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
             digest = write_sparse_file(flat, disk.capacity, disk_seed)

@@ -246,7 +246,10 @@ class JobManager:
             )  # fmt: skip
             for r in outcome.disks:
                 d = job.disks[r.disk_id]
-                d.bytes_copied, d.bytes_total, d.sha256 = r.capacity, r.capacity, r.sha256
+                # What crossed the wire: the whole disk for a full, the changed areas for
+                # an incremental (so a night's record shows how little it moved).
+                moved = sum(length for _, length in r.areas) if r.areas else r.capacity
+                d.bytes_copied, d.bytes_total, d.sha256 = moved, moved, r.sha256
                 d.change_id, d.checksum, d.changes, d.areas = (
                     r.change_id, r.checksum, r.changes, r.areas
                 )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
 from sendense_tools.api.fields import ByteCount
 from sendense_tools.backup.executor import Phase
@@ -44,18 +44,20 @@ class StartRequest(BaseModel):
     )
     nbd_tls: NbdTls | None = None
     mode: Literal["auto", "full", "incremental"] = "auto"
-    changed_since: dict[DiskId, ChangeId | PreviousDiskBody] | None = Field(
+    # DESIGN's name; "changed_since" (the CLI's) is taken too.
+    change_ids: dict[DiskId, ChangeId | PreviousDiskBody] | None = Field(
         default=None,
         max_length=1024,
+        validation_alias=AliasChoices("change_ids", "changed_since"),
         description="the previous completed point's change id per disk; its targets are overlays",
     )
 
     def previous(self) -> dict[str, PreviousDisk] | None:
-        if self.changed_since is None:
+        if self.change_ids is None:
             return None
         return {
             disk_id: PreviousDisk(p) if isinstance(p, str) else PreviousDisk(**p.model_dump())
-            for disk_id, p in self.changed_since.items()
+            for disk_id, p in self.change_ids.items()
         }
 
 

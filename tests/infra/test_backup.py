@@ -20,7 +20,18 @@ def seed(vcenters) -> dict:
 
 def test_backup_of_seeded_vm_matches_seed(node, hubs, seed):
     record = json.loads(
-        run_ok(node, SENDENSE, "backup", "start", "--vm", seed["vm"], "--wait", "--json")
+        run_ok(
+            node,
+            SENDENSE,
+            "backup",
+            "start",
+            "--vm",
+            seed["vm"],
+            "--mode",
+            "full",
+            "--wait",
+            "--json",
+        )
     )
     assert record["status"] == "completed", record.get("error")
     want = {d["disk_id"]: d["sha256"] for d in seed["disks"]}

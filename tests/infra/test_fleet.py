@@ -386,7 +386,17 @@ def concurrent(fleet, seeds) -> dict[str, dict]:
     with ThreadPoolExecutor(len(jobs)) as pool:
         runs = [
             pool.submit(
-                run_ok, m.host, SENDENSE, "backup", "start", "--vm", s["vm"], "--wait", "--json"
+                run_ok,
+                m.host,
+                SENDENSE,
+                "backup",
+                "start",
+                "--vm",
+                s["vm"],
+                "--mode",
+                "full",
+                "--wait",
+                "--json",
             )
             for m, s in jobs
         ]

@@ -49,7 +49,9 @@ while True:
 
 def _backup(host, vm: str) -> tuple[dict, float]:
     started = time.monotonic()
-    record = json.loads(run_ok(host, SENDENSE, "backup", "start", "--vm", vm, "--wait", "--json"))
+    record = json.loads(
+        run_ok(host, SENDENSE, "backup", "start", "--vm", vm, "--mode", "full", "--wait", "--json")
+    )
     return record, time.monotonic() - started
 
 

@@ -87,7 +87,17 @@ def test_two_nodes_101_disks_each_at_once(wide):
     with ThreadPoolExecutor(2) as pool:
         runs = [
             pool.submit(
-                run_ok, m.host, SENDENSE, "backup", "start", "--vm", s["vm"], "--wait", "--json"
+                run_ok,
+                m.host,
+                SENDENSE,
+                "backup",
+                "start",
+                "--vm",
+                s["vm"],
+                "--mode",
+                "full",
+                "--wait",
+                "--json",
             )
             for m, s in zip(pair, seeds, strict=True)
         ]

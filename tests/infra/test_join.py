@@ -80,7 +80,9 @@ def _seed_big_vm(vcenter, thumbprint: str) -> dict:
 
 
 def _start_backup(node, vm: str) -> str:
-    return json.loads(run_ok(node, SENDENSE, "backup", "start", "--vm", vm, "--json"))["id"]
+    return json.loads(
+        run_ok(node, SENDENSE, "backup", "start", "--vm", vm, "--mode", "full", "--json")
+    )["id"]
 
 
 def _record(node, backup_id: str) -> dict:

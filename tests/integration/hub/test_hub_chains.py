@@ -122,14 +122,14 @@ async def test_an_incremental_is_an_overlay_on_its_parent_holding_the_parents_da
         "full", "no previous completed point", None,
     )  # fmt: skip
     # No parent: a full whatever the mode, in the body an older node takes too.
-    assert {"mode", "changed_since"} & set(h.node.start_for(full["id"])) == set()
+    assert {"mode", "change_ids"} & set(h.node.start_for(full["id"])) == set()
     full_data = [bytes(d.data) for d in vm.disks]
 
     record = await vm.start()
     assert record["parent"] == full["id"]
     start = h.node.start_for(record["id"])
     assert start["mode"] == "auto"
-    assert start["changed_since"] == {d["disk_id"]: d["change_id"] for d in full["disk_results"]}
+    assert start["change_ids"] == {d["disk_id"]: d["change_id"] for d in full["disk_results"]}
     for overlay, base in zip(qcow2s(record), qcow2s(full), strict=True):
         assert await asyncio.to_thread(backing_of, overlay) == base
     writes = [incremental_writes(d.capacity) for d in vm.disks]
@@ -163,7 +163,7 @@ async def test_disks_that_changed_make_a_full_with_the_reason_and_no_overlay(mak
     assert record["mode_reason"] == (
         f"disk1 was resized since point {full['id']} ({CAPACITIES[1]} -> {grown} bytes)"
     )
-    assert "changed_since" not in h.node.start_for(record["id"])
+    assert "change_ids" not in h.node.start_for(record["id"])
     for path in qcow2s(record):
         assert await asyncio.to_thread(backing_of, path) is None
     await vm.copy(record, "full")
@@ -209,7 +209,7 @@ async def test_a_failed_point_is_never_a_parent_and_leaves_its_parent_intact(mak
     # The failed point is not the next one's parent: the completed full is.
     record = await vm.start(mode="incremental")
     assert record["parent"] == full["id"]
-    assert h.node.start_for(record["id"])["changed_since"] == {
+    assert h.node.start_for(record["id"])["change_ids"] == {
         d["disk_id"]: d["change_id"] for d in full["disk_results"]
     }
     code, _ = await h.call("POST", f"/api/v1/backups/{record['id']}/cancel", {})
@@ -246,7 +246,7 @@ async def test_a_full_asked_for_is_no_overlay_even_with_a_parent(make_hub):
     assert (record["mode"], record["mode_reason"], record["parent"]) == (
         "full", "full requested", None,
     )  # fmt: skip
-    assert {"mode", "changed_since"} & set(h.node.start_for(record["id"])) == set()
+    assert {"mode", "change_ids"} & set(h.node.start_for(record["id"])) == set()
     for path in qcow2s(record):
         assert await asyncio.to_thread(backing_of, path) is None
     # The node had no previous point to go on: the hub's reason stands.

@@ -140,6 +140,8 @@ async def test_hub_killed_while_verifying_completes_the_job_at_next_start(tmp_pa
             assert record["status"] == "completed", record["error"]
             assert record["disk_results"][0]["sha256_qcow2"] == sha
             assert await hub.stop() == 0
+            # The killed hub's own reader of the image went with the restart.
+            assert qemu_nbd_under(tmp_path) == []
         finally:
             if hub.proc is not None and hub.proc.returncode is None:
                 await hub.stop(signal.SIGKILL)
