@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from sendense_tools.nbd.image import open_image
-
 BLOCK_SIZE = 4 << 20
 ALGORITHM = "blake2b"
 DIGEST_SIZE = 32
@@ -105,6 +103,9 @@ def derive_digests(
 def image_block_digests(path_or_uri: str | Path, size: int) -> bytes:
     """The block digests of an image file (through qemu-nbd) or an NBD export: blocks the
     extents show as zero are not read, the others are read and hashed in parallel."""
+    # Imported here: hashing alone (the lab's seeder, on a host without libnbd) needs no NBD.
+    from sendense_tools.nbd.image import open_image
+
     with open_image(path_or_uri, shared=WORKERS + 1) as image:
         if image.size < size:
             raise ValueError(f"{image.name} holds {image.size} bytes, fewer than {size}")
