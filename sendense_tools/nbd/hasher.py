@@ -11,7 +11,7 @@ import bisect
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sendense_tools.nbd.blkhash import DIGEST_SIZE
 
@@ -35,48 +35,43 @@ def feed_zeros(update: Callable[[memoryview], object], length: int) -> None:
         length -= n
 
 
-class Sha256Sink:
+class _HashSink:
+    """A hashlib object fed in offset order, zero runs included."""
+
+    def __init__(self, hash_object: Any) -> None:
+        self._hash = hash_object
+
+    def start_area(self, offset: int, length: int) -> None:
+        pass
+
+    def update(self, data: memoryview | None, length: int) -> None:
+        if data is None:
+            feed_zeros(self._hash.update, length)
+        else:
+            self._hash.update(data)
+
+    def close(self) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class Sha256Sink(_HashSink):
     """SHA-256 of the whole disk, zeroes included (the records' `sha256`)."""
 
     def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-
-    def start_area(self, offset: int, length: int) -> None:
-        pass
-
-    def update(self, data: memoryview | None, length: int) -> None:
-        if data is None:
-            feed_zeros(self._hash.update, length)
-        else:
-            self._hash.update(data)
-
-    def close(self) -> None:
-        pass
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+        super().__init__(hashlib.sha256())
 
 
-class ChangesSink:
+class ChangesSink(_HashSink):
     """blkhash.changes_digest computed while the areas are copied."""
 
     def __init__(self) -> None:
-        self._hash = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        super().__init__(hashlib.blake2b(digest_size=DIGEST_SIZE))
 
     def start_area(self, offset: int, length: int) -> None:
         self._hash.update(offset.to_bytes(8, "big") + length.to_bytes(8, "big"))
-
-    def update(self, data: memoryview | None, length: int) -> None:
-        if data is None:
-            feed_zeros(self._hash.update, length)
-        else:
-            self._hash.update(data)
-
-    def close(self) -> None:
-        pass
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
 
 
 class OrderedHasher:
