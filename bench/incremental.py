@@ -66,6 +66,7 @@ def main() -> None:
         finally:
             session.close()
         lab = VcsimLab(url, "user", "pass", VM_NAME, disks, thumb, work / "cert.pem", work, proc)
+        (work / "stack").mkdir()
         with running_stack(lab, work / "stack") as stack:
             full_s, full = backup(stack, "full")
             session = lab.session()
