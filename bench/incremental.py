@@ -15,9 +15,9 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
+from bench.e2e import backup_once
 from sendense_tools.lab.change import GRAIN, change_vm
 from sendense_tools.lab.seed import seed_vm
 from sendense_tools.vsphere.connection import (
@@ -27,7 +27,7 @@ from sendense_tools.vsphere.connection import (
     parse_vcenter_url,
     sha1_thumbprint,
 )
-from tests.fixtures.stack import Stack, running_stack
+from tests.fixtures.stack import running_stack
 from tests.fixtures.vcsim import VM_NAME, VcsimLab, start_vcsim, stop_vcsim
 
 GIB = 1024**3
@@ -41,17 +41,6 @@ def one_percent(capacity: int, seed: str) -> list[tuple[int, bytes]]:
     grains = capacity // GRAIN
     picked = sorted(rng.sample(range(grains), int(grains * CHANGED)))
     return [(g * GRAIN, rng.randbytes(GRAIN)) for g in picked]
-
-
-def backup(stack: Stack, mode: str) -> tuple[float, dict]:
-    start = time.perf_counter()
-    record = stack.api("POST", "/api/v1/backups", {"vm": VM_NAME, "mode": mode})
-    while record["status"] in ("pending", "running"):
-        time.sleep(0.05)
-        record = stack.api("GET", f"/api/v1/backups/{record['id']}")
-    if record["status"] != "completed":
-        raise RuntimeError(f"{mode} backup {record['id']} {record['status']}: {record['error']}")
-    return time.perf_counter() - start, record
 
 
 def main() -> None:
@@ -68,13 +57,13 @@ def main() -> None:
         lab = VcsimLab(url, "user", "pass", VM_NAME, disks, thumb, work / "cert.pem", work, proc)
         (work / "stack").mkdir()
         with running_stack(lab, work / "stack") as stack:
-            full_s, full = backup(stack, "full")
+            full_s, full = backup_once(stack, "full")
             session = lab.session()
             try:
                 changed = change_vm(session, VM_NAME, "bench", writes_for=one_percent)
             finally:
                 session.close()
-            inc_s, inc = backup(stack, "incremental")
+            inc_s, inc = backup_once(stack, "incremental")
         changed_bytes = sum(d.changed_bytes for d in changed)
         moved = sum(d["bytes_copied"] for d in inc["disk_results"])
         # The writes are 64 KiB-aligned grains: rounding them up to CBT's areas adds nothing.
