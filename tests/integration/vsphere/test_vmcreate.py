@@ -15,6 +15,7 @@ from sendense_tools.lab.pattern import content_sha256, iter_content
 from sendense_tools.nbd.sources import nbdkit_vddk_args
 from sendense_tools.vsphere.connection import VsphereError
 from sendense_tools.vsphere.datastore import folder_url, probe_url
+from sendense_tools.vsphere.devices import controller_type
 from sendense_tools.vsphere.hardware import hardware_of
 from sendense_tools.vsphere.inventory import find_vm, split_datastore_file, vms_named
 from sendense_tools.vsphere.placement import resolve_placement, vm_directory
@@ -90,44 +91,53 @@ def test_restore_round_trip_in_another_folder_and_pool(
     vcsim, session, recorded, elsewhere, created
 ):
     name = "restored-vm"
-    p = resolve_placement(session, recorded, None, elsewhere.folder, elsewhere.pool)
-    vm, warnings = create_vm(session, name, recorded, p)
+    # The seeded VM's hardware, made unlike the simulator's defaults, with a second
+    # controller of another type that one disk moves to.
+    hw = copy.deepcopy(recorded)
+    hw.update(num_cpus=4, cores_per_socket=2, memory_mb=512, guest_id="ubuntu64Guest",
+              firmware="efi", version="vmx-14")  # fmt: skip
+    hw["controllers"].append(
+        {"key": 1001, "type": "lsilogic-sas", "bus": 1, "sharing": "noSharing"}
+    )
+    hw["disks"][2].update(controller_key=1001, unit=3)
+    p = resolve_placement(session, hw, None, elsewhere.folder, elsewhere.pool)
+    vm, warnings = create_vm(session, name, hw, p)
     created.append(vm)
     assert warnings == []
     assert not [d for d in vm.config.hardware.device if isinstance(d, D.VirtualDisk)]
-    recorded_ctls = {c["key"]: c for c in recorded["controllers"]}
+    recorded_ctls = {c["key"]: c for c in hw["controllers"]}
     files = {}
-    for disk in recorded["disks"]:
+    for disk in hw["disks"]:
         adapter = recorded_ctls[disk["controller_key"]]["type"]
         files[disk["disk_id"]] = upload_disk(session, p, name, disk, adapter)
-    attach_disks(session, vm, recorded, files)
+    attach_disks(session, vm, hw, files)
 
     assert vm.parent == elsewhere.folder_obj and vm.resourcePool == elsewhere.pool_obj
     assert vm.config.files.vmPathName == f"[{p.datastore}] {name}/{name}.vmx"
-    source = find_vm(session, vcsim.vm)
-    assert vm.config.hardware.numCPU == source.config.hardware.numCPU
-    assert vm.config.hardware.memoryMB == source.config.hardware.memoryMB
-    assert vm.config.guestId == source.config.guestId
+    c = vm.config
+    assert (c.hardware.numCPU, c.hardware.numCoresPerSocket, c.hardware.memoryMB) == (4, 2, 512)
+    assert (c.guestId, c.firmware, c.version) == ("ubuntu64Guest", "efi", "vmx-14")
 
     # Each disk on a controller of its recorded type and bus, at its recorded unit.
-    source_devices = {d.key: d for d in source.config.hardware.device}
     new_devices = {d.key: d for d in vm.config.hardware.device}
     new_disks = {
         d.backing.fileName: d for d in new_devices.values() if isinstance(d, D.VirtualDisk)
     }
     assert sorted(new_disks) == sorted(files.values())
-    for disk in recorded["disks"]:
+    for disk in hw["disks"]:
         dev = new_disks[files[disk["disk_id"]]]
-        was, now = source_devices[disk["controller_key"]], new_devices[dev.controllerKey]
-        assert (type(now), now.busNumber) == (type(was), was.busNumber)
+        ctl, now = recorded_ctls[disk["controller_key"]], new_devices[dev.controllerKey]
+        assert (controller_type(now), now.busNumber) == (ctl["type"], ctl["bus"])
         assert dev.unitNumber == disk["unit"] and dev.capacityInBytes == disk["capacity"]
+    assert isinstance(new_devices[new_disks[files["disk2"]].controllerKey],
+                      D.VirtualLsiLogicSASController)  # fmt: skip
     # The NICs on the same networks, of the same types.
     assert [(n["type"], n["network"]) for n in hardware_of(session, vm)["nics"]] == [
         (n["type"], n["network"]) for n in recorded["nics"]
     ]
 
     # Read back from the datastore: whole files and ranges are the bytes that were put.
-    for disk in recorded["disks"]:
+    for disk in hw["disks"]:
         seed = seed_of(name, disk["disk_id"])
         url = folder_url(session.endpoint, p.datacenter, files[disk["disk_id"]])
         assert hashlib.sha256(get(session, url)).hexdigest() == content_sha256(
