@@ -101,9 +101,11 @@ def test_restore_round_trip_in_another_folder_and_pool(
     )
     hw["disks"][2].update(controller_key=1001, unit=3)
     p = resolve_placement(session, hw, None, elsewhere.folder, elsewhere.pool)
-    vm, warnings = create_vm(session, name, hw, p)
+    vm, warnings = create_vm(session, name, hw, p, extra_config={"sendense.restore": "r-1"})
     created.append(vm)
     assert warnings == []
+    marks = {o.key: o.value for o in vm.config.extraConfig}
+    assert marks["sendense.restore"] == "r-1"
     assert not [d for d in vm.config.hardware.device if isinstance(d, D.VirtualDisk)]
     recorded_ctls = {c["key"]: c for c in hw["controllers"]}
     files = {}
