@@ -60,7 +60,8 @@ def _fault_text(fault: Any) -> str:
     msg = getattr(fault, "localizedMessage", None) or getattr(fault, "msg", None)
     if not msg and getattr(fault, "fault", None) is not None:
         msg = getattr(fault.fault, "msg", None) or type(fault.fault).__name__
-    return str(msg or type(fault).__name__)
+    # One line: a fault message may span several.
+    return " ".join(str(msg or type(fault).__name__).split())
 
 
 class TaskError(VsphereError):

@@ -14,15 +14,11 @@ from pyVmomi import vim, vmodl
 
 from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.datastore import file_url, probe_url
-from sendense_tools.vsphere.devices import (
-    BUILT_IN,
-    controller_class,
-    controller_type,
-    nic_class,
-)
+from sendense_tools.vsphere.devices import BUILT_IN, controller_class, controller_type
 from sendense_tools.vsphere.inventory import datacenter_path
+from sendense_tools.vsphere.nics import nic_specs
 from sendense_tools.vsphere.placement import Placement, ensure_name_free, vm_directory
-from sendense_tools.vsphere.props import TaskError, read_props, view_props, wait_task
+from sendense_tools.vsphere.props import TaskError, read_props, wait_task
 
 D = vim.vm.device
 CREATE_TIMEOUT = 300.0
@@ -45,64 +41,6 @@ def _controller_spec(ctl: dict, key: int) -> vim.vm.device.VirtualDeviceSpec:
     if isinstance(dev, D.VirtualSCSIController):
         dev.sharedBus = ctl.get("sharing") or "noSharing"
     return D.VirtualDeviceSpec(operation="add", device=dev)
-
-
-def _networks(session: VsphereSession, placement: Placement) -> dict[str, Any]:
-    found = view_props(session, placement.datacenter_obj, [vim.Network], ["name"])
-    return {props.get("name", ""): obj for obj, props in found}
-
-
-def _nic_backing(session: VsphereSession, net: Any) -> Any:
-    if isinstance(net, vim.dvs.DistributedVirtualPortgroup):
-        p = read_props(session, net, ["key", "config.distributedVirtualSwitch"])
-        dvs = p["config.distributedVirtualSwitch"]
-        uuid = read_props(session, dvs, ["uuid"])["uuid"]
-        port = vim.dvs.PortConnection(switchUuid=uuid, portgroupKey=p["key"])
-        return D.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port)
-    name = read_props(session, net, ["name"])["name"]
-    return D.VirtualEthernetCard.NetworkBackingInfo(deviceName=name, network=net)
-
-
-def _nic_specs(
-    session: VsphereSession, hardware: dict, placement: Placement
-) -> tuple[list[Any], list[str]]:
-    """NIC specs by network name; a NIC whose network is gone comes back disconnected."""
-    networks = _networks(session, placement)
-    # A standard network to hold a NIC whose own is missing: a card needs some backing.
-    spare = next(
-        (
-            n
-            for n, obj in networks.items()
-            if not isinstance(obj, vim.dvs.DistributedVirtualPortgroup | vim.OpaqueNetwork)
-        ),
-        None,
-    )
-    specs, warnings = [], []
-    for n, nic in enumerate(hardware.get("nics") or []):
-        connected = bool(nic.get("connected", True))
-        net = networks.get(nic["network"])
-        if net is None:
-            if spare is None:
-                warnings.append(
-                    f"NIC {n} ({nic['type']}): network {nic['network']!r} not found in "
-                    f"datacenter {placement.datacenter}, which has no standard network: left out"
-                )
-                continue
-            warnings.append(
-                f"NIC {n} ({nic['type']}): network {nic['network']!r} not found in datacenter "
-                f"{placement.datacenter}: added disconnected, on {spare!r}"
-            )
-            net, connected = networks[spare], False
-        card = nic_class(nic["type"])(
-            key=-(500 + n),
-            backing=_nic_backing(session, net),
-            addressType="generated",
-            connectable=D.VirtualDevice.ConnectInfo(
-                startConnected=connected, connected=False, allowGuestControl=True
-            ),
-        )
-        specs.append(D.VirtualDeviceSpec(operation="add", device=card))
-    return specs, warnings
 
 
 def _disk(disk: dict, controller_key: int, file: str, key: int) -> Any:
@@ -156,7 +94,7 @@ def create_vm(
             continue
         new_keys[int(ctl["key"])] = -(100 + n)
         changes.append(_controller_spec(ctl, new_keys[int(ctl["key"])]))
-    nics, warnings = _nic_specs(session, hardware, placement)
+    nics, warnings = nic_specs(session, hardware, placement)
     changes += nics
     if disks_thin:
         for n, disk in enumerate(hardware.get("disks") or []):
