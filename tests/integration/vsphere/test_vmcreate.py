@@ -115,6 +115,9 @@ def test_restore_round_trip_in_another_folder_and_pool(
     attach_disks(session, vm, hw, files)
 
     assert vm.parent == elsewhere.folder_obj and vm.resourcePool == elsewhere.pool_obj
+    # The restored VM's own hardware records where it went, as paths below the datacenter.
+    where = hardware_of(session, vm)
+    assert (where["folder"], where["resource_pool"]) == (elsewhere.folder, elsewhere.pool)
     assert vm.config.files.vmPathName == f"[{p.datastore}] {name}/{name}.vmx"
     c = vm.config
     assert (c.hardware.numCPU, c.hardware.numCoresPerSocket, c.hardware.memoryMB) == (4, 2, 512)
