@@ -152,7 +152,11 @@ def _pool(
     if not pools:
         raise UnknownResourcePool(f"datacenter {dc_path} has no resource pool")
     if wanted is None:
-        return pools[0]
+        # The first cluster's or host's own pool, never a child pool that happens to come first.
+        roots = {
+            o._moId for o, props in found if isinstance(props.get("parent"), vim.ComputeResource)
+        }
+        return next((p for p in pools if p[1]._moId in roots), pools[0])
     return _pick(wanted, pools, UnknownResourcePool, "resource pool", f"datacenter {dc_path}")
 
 
