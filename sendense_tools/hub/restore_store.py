@@ -57,7 +57,7 @@ class RestoreRows:
         """A node report's phase, new VM, warnings and per-disk numbers, at once."""
         stmts: Statements = [
             (
-                "UPDATE restores SET phase = ?, moref = COALESCE(?, moref), warnings = ?"
+                "UPDATE restores SET phase = ?, moref = COALESCE(?, moref), node_warnings = ?"
                 " WHERE id = ?",
                 (report.get("phase"), report.get("moref"), dump(report["warnings"]), restore_id),
             )
@@ -169,7 +169,7 @@ def _public(row: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "finished_at": row["finished_at"],
         "error": row["error"],
-        "warnings": loads(row["warnings"]),
+        "warnings": loads(row["warnings"]) + loads(row["node_warnings"]),
         "disks": [
             {
                 "disk_id": d["disk_id"],

@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS restores (
     created_at TEXT NOT NULL,
     finished_at TEXT,
     error TEXT,
+    -- The hub's own warnings (a point without hardware), then the node's latest.
     warnings TEXT NOT NULL DEFAULT '[]',
+    node_warnings TEXT NOT NULL DEFAULT '[]',
     chain TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS restores_status ON restores(status);
