@@ -58,14 +58,15 @@ def read_disk(uri: str, tls: dict | None) -> Disk:
     data = bytearray(size)
     sent = 0
     offset = 0
+    extents: list[int] = []
+
+    def got(context: str, start: int, entries: list[int], err: Any) -> int:
+        if context == nbd.CONTEXT_BASE_ALLOCATION:
+            extents.extend(entries)
+        return 0
+
     while offset < size:
-        extents: list[int] = []
-
-        def got(context: str, start: int, entries: list[int], err: Any) -> int:
-            if context == nbd.CONTEXT_BASE_ALLOCATION:
-                extents.extend(entries)
-            return 0
-
+        extents.clear()
         handle.block_status(min(size - offset, 1 << 30), offset, got)
         for length, flags in zip(extents[::2], extents[1::2], strict=True):
             length = min(length, size - offset)

@@ -193,4 +193,4 @@ async def test_a_node_restores_its_own_points_only(make_hub, tmp_path):
     code, mine = await h.call("GET", "/api/v1/restores", token=h.tokens["node1"])
     assert code == 200 and [r["id"] for r in mine] == [started["id"]]
     await assert_restore_left_nothing(h, tmp_path, started["id"])
-    assert Path(full["disk_results"][0]["qcow2_path"]).exists()
+    assert await asyncio.to_thread(Path(full["disk_results"][0]["qcow2_path"]).exists)
