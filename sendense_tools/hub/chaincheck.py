@@ -103,7 +103,9 @@ async def check_chain(store: Store, backup_id: str) -> dict[str, Path]:
     the records say; each disk's top image (what a restore exports). ChainBroken if not."""
     chains = expected_chains(store, backup_id)
     for paths in chains.values():
-        for path in paths:
+        # Base first: checking an overlay opens its backing files too, so the first
+        # image that fails is the damaged one.
+        for path in reversed(paths):
             await check_file(path)
         await check_backing(paths)
     return {disk_id: paths[0] for disk_id, paths in chains.items()}
