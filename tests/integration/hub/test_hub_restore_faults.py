@@ -44,19 +44,23 @@ async def test_a_wrong_read_back_checksum_fails_even_when_the_node_says_verified
     await assert_restore_left_nothing(h, tmp_path, started["id"])
 
 
-async def _broken(h, tmp_path: Path, how: str) -> tuple[dict, Path]:
-    """An incremental point whose full's disk0 image is missing or damaged."""
-    vm = Vm(h)
-    full = await point(h, vm)
-    inc = await point(h, vm, "incremental")
-    image = Path(full["disk_results"][0]["qcow2_path"])
+def damage(image: Path, how: str) -> None:
     if how == "missing":
         image.unlink()
     elif how == "truncated":
         os.truncate(image, image.stat().st_size // 2)
     else:
         with image.open("r+b") as f:
-            f.write(b"XXXX")
+            f.write(b"XXXX")  # over the qcow2 magic
+
+
+async def _broken(h, how: str) -> tuple[dict, Path]:
+    """An incremental point whose full's disk0 image is missing or damaged."""
+    vm = Vm(h)
+    full = await point(h, vm)
+    inc = await point(h, vm, "incremental")
+    image = Path(full["disk_results"][0]["qcow2_path"])
+    await asyncio.to_thread(damage, image, how)
     return inc, image
 
 
@@ -67,7 +71,7 @@ async def test_a_broken_chain_is_refused_before_any_slot_export_or_node_call(
     # Two slots, and a running backup of a two-disk VM holding both: a restore that took
     # a slot before its chain check would answer 503, not chain_broken.
     h = await make_hub(ports=2)
-    inc, image = await _broken(h, tmp_path, how)
+    inc, image = await _broken(h, how)
     script = scripted_node(h)
     h.node.vms["db01"] = [4 * MiB, 4 * MiB]
     code, busy = await h.call("POST", "/api/v1/backups", {"vm": "db01", "node": "node1"})
