@@ -58,14 +58,14 @@ async def _qemu_img(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def _last_line(*texts: str) -> str:
-    for text in texts:
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        if lines:
-            # qemu-img check ends its report with totals; the verdict line comes first.
-            errors = [line for line in lines if "error" in line.lower()]
-            return (errors or lines)[-1].strip()
-    return "no reason given"
+def _reason(out: str, err: str) -> str:
+    """qemu-img's verdict in one line: how many errors `check` found and the first one,
+    or its own message when it could not even open the image."""
+    lines = [line.strip() for line in f"{err}\n{out}".splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    if errors:
+        return f"{len(errors)} errors, the first: {errors[0].removeprefix('ERROR').lstrip(': ')}"
+    return lines[-1].removeprefix("qemu-img: ") if lines else "no reason given"
 
 
 async def check_file(path: Path) -> None:
@@ -74,7 +74,7 @@ async def check_file(path: Path) -> None:
         raise ChainBroken(f"{path}: missing")
     rc, out, err = await _qemu_img("check", "-U", "-q", "-f", "qcow2", str(path))
     if rc not in SOUND:
-        raise ChainBroken(f"{path}: damaged: {_last_line(err, out)}")
+        raise ChainBroken(f"{path}: damaged: {_reason(out, err)}")
 
 
 async def check_backing(paths: list[Path]) -> None:
@@ -84,7 +84,7 @@ async def check_backing(paths: list[Path]) -> None:
         "info", "-U", "--backing-chain", "--output=json", "-f", "qcow2", str(top)
     )
     if rc != 0:
-        raise ChainBroken(f"{top}: unreadable chain: {_last_line(err, out)}")
+        raise ChainBroken(f"{top}: unreadable chain: {_reason(out, err)}")
     try:
         found = [str(image["filename"]) for image in json.loads(out)]
     except (ValueError, KeyError, TypeError):
