@@ -141,7 +141,7 @@ class RestoreManager(Lifecycle):
             raise RestoreNotFound(restore_id)
         job = self._running.get(restore_id)
         if row["status"] in ACTIVE and job is not None and job.closing:
-            raise Finishing(restore_id)
+            raise Finishing(restore_id, "restore")
         if row["status"] not in ACTIVE or job is None:
             raise NotActive(restore_id, row["status"], "restore")
         return job
@@ -157,7 +157,7 @@ class RestoreManager(Lifecycle):
     def progress(self, restore_id: str, report: dict[str, Any]) -> dict[str, Any]:
         job = self._active(restore_id)
         if job.ending is not None:
-            raise Finishing(restore_id)
+            raise Finishing(restore_id, "restore")
         if not job.node_started:
             raise NotActive(restore_id, "pending", "restore")
         for d in report["disks"]:
