@@ -115,5 +115,12 @@ class NameBusy(HubError):
         super().__init__(f"a VM named {name!r} is already being restored (restore {restore_id})")
 
 
+class NoHardware(HubError):
+    """A point without recorded hardware that the defaults cannot hold either."""
+
+    def __init__(self, backup_id: str, reason: str) -> None:
+        super().__init__(f"backup {backup_id} has no recorded hardware and {reason}")
+
+
 class ChainBroken(HubError):
     """A file of a point's chain is missing, damaged, or not the chain the records name."""

@@ -5,38 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sendense_tools.hub.errors import NoChecksum
+from sendense_tools.hub.errors import NoChecksum, NoHardware
 from sendense_tools.hub.job import Job
 from sendense_tools.hub.plan import nbd_targets
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.store import loads
+from sendense_tools.vsphere.connection import VsphereError
+from sendense_tools.vsphere.hardware import default_hardware
 
 DEFAULTS_WARNING = (
     "the point has no recorded hardware (backed up before it was recorded): "
-    "1 CPU, 1024 MiB, guest otherGuest, bios, one lsilogic controller, no NIC"
+    "1 CPU, 1024 MiB, guest otherGuest, bios, lsilogic controllers, no NIC"
 )
-# SCSI unit 7 is the controller's own.
-SCSI_SELF = 7
-DEFAULT_CONTROLLER = 1000
 
 
-def default_hardware(vm: str, disks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The hardware of a point recorded without any: derived from its disks alone."""
-    units = [u for u in range(len(disks) + 1) if u != SCSI_SELF][: len(disks)]
-    return {
-        "name": vm, "datacenter": None, "datastore": None, "folder": None,
-        "resource_pool": None, "num_cpus": 1, "cores_per_socket": 1, "memory_mb": 1024,
-        "guest_id": "otherGuest", "firmware": "bios", "version": None,
-        "controllers": [
-            {"key": DEFAULT_CONTROLLER, "type": "lsilogic", "bus": 0, "sharing": "noSharing"}
-        ],
-        "disks": [
-            {"disk_id": d["disk_id"], "capacity": d["capacity"],
-             "controller_key": DEFAULT_CONTROLLER, "unit": unit, "thin": True, "file": None}
-            for d, unit in zip(disks, units, strict=True)
-        ],
-        "nics": [],
-    }  # fmt: skip
+def hardware_for(point: dict[str, Any], disks: list[dict[str, Any]]) -> tuple[dict, list[str]]:
+    """The point's recorded hardware, or defaults derived from its disks and a warning."""
+    if point["hardware"] is not None:
+        return point["hardware"], []
+    try:
+        return default_hardware(disks, point["vm"]), [DEFAULTS_WARNING]
+    except VsphereError as exc:
+        raise NoHardware(point["id"], str(exc)) from None
 
 
 def point_disks(backup_id: str, disks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -34,8 +34,7 @@ from sendense_tools.hub.lifecycle import Lifecycle
 from sendense_tools.hub.plan import write_psk
 from sendense_tools.hub.restore_endings import RestoreEndings
 from sendense_tools.hub.restore_plan import (
-    DEFAULTS_WARNING,
-    default_hardware,
+    hardware_for,
     point_disks,
     restore_body,
     restore_specs,
@@ -85,9 +84,7 @@ class RestoreManager(Lifecycle):
         busy = self.store.active_restore_named(node, request["name"])
         if busy is not None:
             raise NameBusy(request["name"], busy)
-        hardware, warnings = point["hardware"], []
-        if hardware is None:
-            hardware, warnings = default_hardware(point["vm"], disks), [DEFAULTS_WARNING]
+        hardware, warnings = hardware_for(point, disks)
         target = {"name": request["name"], "power_on": request["power_on"]}
         target |= {p: request[p] if request[p] is not None else hardware[p] for p in PLACES}
         job = Job(

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.hub.errors import NoChecksum
+from sendense_tools.hub.errors import NoChecksum, NoHardware
 from sendense_tools.hub.job import Job
 from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.restore_plan import (
-    default_hardware,
+    DEFAULTS_WARNING,
+    hardware_for,
     point_disks,
     restore_body,
     restore_specs,
@@ -25,15 +26,26 @@ def disks(n: int) -> list[dict]:
             for i in range(n)]  # fmt: skip
 
 
-def test_default_hardware_is_the_contracts_and_skips_the_controllers_own_unit():
-    hw = default_hardware("web01", disks(9))
+def test_a_point_without_hardware_gets_the_contracts_defaults_and_a_warning():
+    hw, warnings = hardware_for({"id": "b1", "vm": "web01", "hardware": None}, disks(9))
     Hardware.model_validate(hw)
-    assert (hw["num_cpus"], hw["memory_mb"], hw["guest_id"], hw["firmware"]) == (
-        1, 1024, "otherGuest", "bios",
+    assert (hw["name"], hw["num_cpus"], hw["memory_mb"], hw["guest_id"], hw["firmware"]) == (
+        "web01", 1, 1024, "otherGuest", "bios",
     )  # fmt: skip
-    assert [c["type"] for c in hw["controllers"]] == ["lsilogic"] and hw["nics"] == []
+    assert {c["type"] for c in hw["controllers"]} == {"lsilogic"} and hw["nics"] == []
+    # Unit 7 is the SCSI controller's own.
     assert [d["unit"] for d in hw["disks"]] == [0, 1, 2, 3, 4, 5, 6, 8, 9]
     assert [d["capacity"] for d in hw["disks"]] == [d["capacity"] for d in disks(9)]
+    assert warnings == [DEFAULTS_WARNING]
+
+
+def test_recorded_hardware_is_used_as_is_and_too_many_disks_for_defaults_refused():
+    recorded = {"name": "web01", "num_cpus": 4}
+    assert hardware_for({"id": "b1", "vm": "web01", "hardware": recorded}, disks(1)) == (
+        recorded, [],
+    )  # fmt: skip
+    with pytest.raises(NoHardware, match=r"^backup b1 has no recorded hardware and 100 disks"):
+        hardware_for({"id": "b1", "vm": "web01", "hardware": None}, disks(100))
 
 
 def test_a_point_without_checksums_cannot_be_restored():
