@@ -33,6 +33,7 @@ from sendense_tools.errors import SendenseError
 
 T = TypeVar("T")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+PIPE_WIDTH = 250
 
 
 class Refused(click.ClickException):
@@ -98,8 +99,14 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_record(record: dict[str, Any]) -> None:
+def _console() -> Console:
     console = Console()
+    # Off a terminal rich assumes 80 columns and would fold each checksum over lines.
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
+
+
+def print_record(record: dict[str, Any]) -> None:
+    console = _console()
     console.print(disk_table(record))
     for line in summary_lines(record):
         console.print(line, highlight=False, markup=False)
@@ -219,7 +226,7 @@ def list_cmd(
     if as_json:
         echo_json(records)
     else:
-        Console().print(list_table(records))
+        _console().print(list_table(records))
 
 
 @restore.command("show")
