@@ -251,10 +251,16 @@ async def test_an_unknown_backup_is_refused_with_exit_2(hub):
     ]
 
 
-async def test_a_wrong_token_is_refused_with_exit_2(hub, tmp_path):
-    hub.token_file = str(tmp_path / "other-token")
-    Path(hub.token_file).write_text("not-the-token\n")
-    Path(hub.token_file).chmod(0o600)
+@pytest.fixture
+def wrong_token_file(tmp_path: Path) -> str:
+    p = tmp_path / "other-token"
+    p.write_text("not-the-token\n")
+    p.chmod(0o600)
+    return str(p)
+
+
+async def test_a_wrong_token_is_refused_with_exit_2(hub, wrong_token_file):
+    hub.token_file = wrong_token_file
     rc, _, err = await hub.run("start", "--backup", "b1", "--to", "x")
     assert rc == 2
     assert err.splitlines() == ["sendense: refused: invalid bearer token (HTTP 401 unauthorized)"]
