@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.e2e import MIB, SIZES, backup_once
 from sendense_tools.lab.seed import seed_vm
+from sendense_tools.lab.vms import destroy_vm
 from sendense_tools.vsphere.connection import (
     VcenterParams,
     VsphereSession,
@@ -28,8 +29,6 @@ from sendense_tools.vsphere.connection import (
     parse_vcenter_url,
     sha1_thumbprint,
 )
-from sendense_tools.vsphere.inventory import find_vm
-from sendense_tools.vsphere.props import wait_task
 from tests.fixtures.stack import Stack, running_stack
 from tests.fixtures.vcsim import VM_NAME, VcsimLab, start_vcsim, stop_vcsim
 
@@ -54,7 +53,7 @@ def restore_once(stack: Stack, backup_id: str, name: str) -> tuple[float, dict]:
 def destroy(lab: VcsimLab, name: str) -> None:
     session = lab.session()
     try:
-        wait_task(session, find_vm(session, name).Destroy_Task(), f"destroy {name}")
+        destroy_vm(session, name)
     finally:
         session.close()
 
