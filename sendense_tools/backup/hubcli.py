@@ -11,8 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from sendense_tools.api.cli import (
-    DEFAULT_HUB_URL,
-    DEFAULT_TOKEN_FILE,
     FINAL,
     call,
     checksum_text,
@@ -250,4 +248,4 @@ def register(group: click.Group) -> None:
             raise SendenseError(f"backup {backup_id} does not match its recorded checksum")
 
 
-__all__ = ["DEFAULT_HUB_URL", "DEFAULT_TOKEN_FILE", "register"]
+__all__ = ["register"]

@@ -24,6 +24,7 @@ from tests.fixtures.restores import (
     backup,
     http_error,
     new_vm_disks,
+    placement,
     power_state,
     restore_and_wait,
     sha256_of_file,
@@ -75,10 +76,8 @@ def test_the_full_point_comes_back_as_a_new_vm_bit_for_bit(vcsim, stack, points)
     assert power_state(vcsim, "restored-full") == "poweredOff"
     assert restore["warnings"] == [], restore["warnings"]
     # Defaults: the source VM's placement, from the hardware recorded with the point.
-    hardware = points.full["hardware"]
-    assert restore["datastore"] == hardware["datastore"]
-    assert restore["folder"] == hardware["folder"]
-    assert restore["resource_pool"] == hardware["resource_pool"]
+    assert placement(vcsim, "restored-full") == placement(vcsim, vcsim.vm)
+    assert placement(vcsim, vcsim.vm)[0] == points.full["hardware"]["datastore"]
     source_unchanged(vcsim, points.changed)
     metrics = stack.metrics()
     assert metrics["allocated"] == 0 and metrics["qemu_nbd_processes"] == 0, metrics
