@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sendense_tools.lab.change import change_vm
-from tests.fixtures.restores import (
+from tests.fixtures.stack_restores import (
     assert_nothing_of_restore_left,
     assert_restored,
     backup,

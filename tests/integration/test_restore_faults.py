@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.restores import (
+from tests.fixtures.stack_restores import (
     ACTIVE,
     assert_nothing_of_restore_left,
     assert_restored,
