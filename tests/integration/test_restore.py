@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sendense_tools.lab.change import change_vm
+from tests.fixtures.stack import Stack, running_stack
 from tests.fixtures.stack_restores import (
     assert_nothing_of_restore_left,
     assert_restored,
@@ -34,7 +35,6 @@ from tests.fixtures.stack_restores import (
     vm_exists,
     wait_backup,
 )
-from tests.fixtures.stack import Stack, running_stack
 from tests.fixtures.vcsim import VcsimLab
 
 

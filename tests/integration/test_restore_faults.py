@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fixtures.stack import Stack, running_stack, wait_until
 from tests.fixtures.stack_restores import (
     ACTIVE,
     assert_nothing_of_restore_left,
@@ -23,7 +24,6 @@ from tests.fixtures.stack_restores import (
     start_restore,
     wait_restore,
 )
-from tests.fixtures.stack import Stack, running_stack, wait_until
 from tests.fixtures.vcsim import VcsimLab
 
 OUTAGE = 10.0
