@@ -1,0 +1,1 @@
+"""Restore: a restore point back into vCenter as a new VM."""
