@@ -30,13 +30,19 @@ def _flat_path(path: str) -> str:
     return f"{stem}-flat.vmdk"
 
 
-def folder_url(endpoint: Endpoint, datacenter: str, file: str) -> str:
-    """https://SERVER/folder/<path>-flat.vmdk?dcPath=<dc>&dsName=<ds> for "[ds] path.vmdk"."""
+def file_url(endpoint: Endpoint, datacenter: str, file: str) -> str:
+    """https://SERVER/folder/<path>?dcPath=<dc>&dsName=<ds> for the datastore file "[ds] path"."""
     ds, path = split_datastore_file(file)
     return (
-        f"https://{endpoint.netloc}/folder/{quote(_flat_path(path), safe='/')}"
+        f"https://{endpoint.netloc}/folder/{quote(path, safe='/')}"
         f"?dcPath={quote(datacenter, safe='')}&dsName={quote(ds, safe='')}"
     )
+
+
+def folder_url(endpoint: Endpoint, datacenter: str, file: str) -> str:
+    """The URL of the flat file that holds the disk "[ds] path.vmdk": <path>-flat.vmdk."""
+    ds, path = split_datastore_file(file)
+    return file_url(endpoint, datacenter, f"[{ds}] {_flat_path(path)}")
 
 
 def disk_url(endpoint: Endpoint, datacenter: str, file: str) -> str:

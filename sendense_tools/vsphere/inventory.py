@@ -9,7 +9,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from sendense_tools.vsphere.connection import VsphereError, VsphereSession
-from sendense_tools.vsphere.props import PC, read_props
+from sendense_tools.vsphere.props import read_props, view_props
 
 MOREF_RE = re.compile(r"^vm-\d+$")
 DATASTORE_FILE_RE = re.compile(r"^\[(?P<ds>[^\]]+)\] (?P<path>.+)$")
@@ -56,7 +56,6 @@ def split_datastore_file(file: str) -> tuple[str, str]:
 
 def find_vm(session: VsphereSession, name_or_moref: str) -> vim.VirtualMachine:
     """A VM by moref ("vm-123") or by exact name; an ambiguous name is an error."""
-    content = session.content
     if MOREF_RE.match(name_or_moref):
         vm = vim.VirtualMachine(name_or_moref, session.si._stub)
         try:
@@ -65,34 +64,19 @@ def find_vm(session: VsphereSession, name_or_moref: str) -> vim.VirtualMachine:
         except vmodl.fault.ManagedObjectNotFound:
             # Not a moref we know: it may still be a VM *named* like one.
             pass
-    view = session.call(
-        content.viewManager.CreateContainerView, content.rootFolder, [vim.VirtualMachine], True
-    )
-    try:
-        spec = PC.FilterSpec(
-            objectSet=[
-                PC.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[
-                        PC.TraversalSpec(
-                            name="view", path="view", skip=False, type=vim.view.ContainerView
-                        )
-                    ],
-                )
-            ],
-            propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=["name"], all=False)],
-        )
-        found = session.call(content.propertyCollector.RetrieveContents, [spec]) or []
-    finally:
-        session.call(view.Destroy)
-    matches = [o.obj for o in found if any(p.val == name_or_moref for p in o.propSet)]
+    matches = vms_named(session, name_or_moref)
     if not matches:
         raise VmNotFound(f"VM {name_or_moref!r} not found in vCenter")
     if len(matches) > 1:
         ids = ", ".join(m._moId for m in matches)
         raise VsphereError(f"VM name {name_or_moref!r} is ambiguous ({ids}); use the moref")
     return matches[0]
+
+
+def vms_named(session: VsphereSession, name: str) -> list[vim.VirtualMachine]:
+    """Every VM (and template) anywhere in vCenter whose name is exactly `name`."""
+    found = view_props(session, session.content.rootFolder, [vim.VirtualMachine], ["name"])
+    return [obj for obj, props in found if props.get("name") == name]
 
 
 def disks_of_devices(devices: list[Any]) -> list[DiskInfo]:
@@ -108,13 +92,26 @@ def disks_of_devices(devices: list[Any]) -> list[DiskInfo]:
     return out
 
 
-def datacenter_path(session: VsphereSession, vm: vim.VirtualMachine) -> str:
-    """The datacenter's inventory path below the root folder (dcPath for /folder URLs)."""
-    obj = read_props(session, vm, ["parent"]).get("parent")
+def path_below_datacenter(session: VsphereSession, obj: Any) -> list[str]:
+    """The names from the datacenter's child down to `obj` ("vm", "sub"; "host", "C0", ...)."""
+    names = []
+    while obj is not None and not isinstance(obj, vim.Datacenter):
+        p = read_props(session, obj, ["name", "parent"])
+        names.append(p["name"])
+        obj = p.get("parent")
+    if obj is None:
+        raise VsphereError(f"{names[-1] if names else 'object'} is not inside a datacenter")
+    return list(reversed(names))
+
+
+def datacenter_path(session: VsphereSession, entity: Any) -> str:
+    """The inventory path below the root folder (dcPath for /folder URLs) of the datacenter
+    that holds `entity` (a VM, any other entity, or the datacenter itself)."""
+    obj = entity
     while obj is not None and not isinstance(obj, vim.Datacenter):
         obj = read_props(session, obj, ["parent"]).get("parent")
     if obj is None:
-        raise VsphereError(f"VM {vm._moId} is not inside a datacenter")
+        raise VsphereError(f"{entity._moId} is not inside a datacenter")
     names = []
     root = session.content.rootFolder
     while obj is not None and obj != root:

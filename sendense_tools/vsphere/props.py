@@ -31,6 +31,29 @@ def read_props(session: VsphereSession, obj: Any, paths: list[str]) -> dict[str,
     return {p.name: p.val for p in result[0].propSet}
 
 
+def view_props(
+    session: VsphereSession, root: Any, types: list[type], paths: list[str]
+) -> list[tuple[Any, dict[str, Any]]]:
+    """(object, its named properties) for every object of `types` below `root`, in one call.
+
+    The paths must exist on every listed type; unset properties are absent.
+    """
+    content = session.content
+    view = session.call(content.viewManager.CreateContainerView, root, types, True)
+    try:
+        traverse = PC.TraversalSpec(
+            name="view", path="view", skip=False, type=vim.view.ContainerView
+        )
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+            propSet=[PC.PropertySpec(type=t, pathSet=paths, all=False) for t in types],
+        )
+        found = session.call(content.propertyCollector.RetrieveContents, [spec]) or []
+    finally:
+        session.call(view.Destroy)
+    return [(o.obj, {p.name: p.val for p in o.propSet or []}) for o in found]
+
+
 def _fault_text(fault: Any) -> str:
     if fault is None:
         return "unknown error"
@@ -38,6 +61,14 @@ def _fault_text(fault: Any) -> str:
     if not msg and getattr(fault, "fault", None) is not None:
         msg = getattr(fault.fault, "msg", None) or type(fault.fault).__name__
     return str(msg or type(fault).__name__)
+
+
+class TaskError(VsphereError):
+    """A vCenter task ended in error; `fault` is its vim fault, for callers that tell them apart."""
+
+    def __init__(self, message: str, fault: Any) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 def wait_task(session: VsphereSession, task: vim.Task, what: str, timeout: float = 600.0) -> Any:
@@ -73,5 +104,6 @@ def wait_task(session: VsphereSession, task: vim.Task, what: str, timeout: float
             session.call(flt.Destroy)
     info = read_props(session, task, ["info.error", "info.result"])
     if state == "error":
-        raise VsphereError(f"{what}: {_fault_text(info.get('info.error'))}")
+        fault = info.get("info.error")
+        raise TaskError(f"{what}: {_fault_text(fault)}", fault)
     return info.get("info.result")
