@@ -34,6 +34,7 @@ from sendense_tools.node.schemas import (
 )
 from sendense_tools.vsphere.inventory import VmNotFound
 from sendense_tools.vsphere.placement import (
+    InvalidVmName,
     UnknownDatacenter,
     UnknownDatastore,
     UnknownFolder,
@@ -57,6 +58,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     RestoreBusy: (409, "restore_busy"),
     VmBusy: (409, "vm_busy"),
     VmExists: (409, "vm_exists"),
+    InvalidVmName: (422, "invalid_name"),
     TargetRefused: (422, "nbd_target_refused"),
     UnknownDatacenter: (422, "unknown_datacenter"),
     UnknownDatastore: (422, "unknown_datastore"),

@@ -14,27 +14,25 @@ Phase = Literal[
     "connecting", "creating_vm", "writing", "attaching", "verifying", "powering_on",
     "cleaning_up",
 ]  # fmt: skip
-# The name becomes the VM's directory and file names on the datastore: no path separators,
-# brackets (the "[ds] path" form) or control characters.
-VmName = Annotated[
-    str, StringConstraints(min_length=1, max_length=80, pattern=r"^[^/\\\[\]\x00-\x1f\x7f]+$")
-]
+# What else a name must not hold (it names the VM's files too) vsphere/placement.py checks.
+VmName = Annotated[str, StringConstraints(min_length=1, max_length=80)]
 Place = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-Key = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Key = Annotated[int, Field(ge=0, le=1 << 31)]
+# The bounds are the hub's (hub/schemas.py Hardware): what it records, the node takes.
 
 
 class Controller(BaseModel):
     key: Key
     type: Literal["lsilogic", "lsilogic-sas", "pvscsi", "buslogic", "nvme", "sata", "ide"]
-    bus: int = Field(ge=0, le=99)
-    sharing: str = Field(default="noSharing", max_length=64)
+    bus: int = Field(ge=0, le=1024)
+    sharing: str = Field(default="noSharing", max_length=1024)
 
 
 class HardwareDisk(BaseModel):
     disk_id: DiskId
     capacity: ByteCount
     controller_key: Key
-    unit: int = Field(ge=0, le=64)
+    unit: int = Field(ge=0, le=1024)
     thin: bool = True
     file: str | None = Field(default=None, max_length=1024)
 
@@ -54,15 +52,15 @@ class Hardware(BaseModel):
     datastore: Place | None = None
     folder: Place | None = None
     resource_pool: Place | None = None
-    num_cpus: int = Field(ge=1, le=768)
-    cores_per_socket: int = Field(ge=1, le=768)
-    memory_mb: int = Field(ge=4, le=24 * 1024 * 1024)
-    guest_id: str = Field(min_length=1, max_length=128)
+    num_cpus: int = Field(ge=1, le=4096)
+    cores_per_socket: int = Field(ge=1, le=4096)
+    memory_mb: int = Field(ge=1, le=1 << 40)
+    guest_id: str = Field(min_length=1, max_length=1024)
     firmware: Literal["bios", "efi"]
-    version: str | None = Field(default=None, max_length=32)
-    controllers: list[Controller] = Field(max_length=64)
-    disks: list[HardwareDisk] = Field(max_length=256)
-    nics: list[Nic] = Field(default=[], max_length=64)
+    version: str | None = Field(default=None, max_length=1024)
+    controllers: list[Controller] = Field(max_length=256)
+    disks: list[HardwareDisk] = Field(max_length=1024)
+    nics: list[Nic] = Field(default=[], max_length=256)
 
 
 class Checksum(BaseModel):
@@ -94,7 +92,7 @@ class RestoreStartRequest(BaseModel):
         "only this node's tunnel forwards",
     )
     nbd_tls: NbdTls | None = None
-    disks: list[RestoreDiskBody] = Field(min_length=1, max_length=256)
+    disks: list[RestoreDiskBody] = Field(min_length=1, max_length=1024)
 
 
 class RestoreStartAnswer(BaseModel):

@@ -30,6 +30,7 @@ from sendense_tools.restore.executor import RestoreHooks, RestoreOutcome, restor
 from sendense_tools.restore.plan import RestoreDisk, RestoreOptions, RestorePhase, RestorePlan
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.placement import (
+    InvalidVmName,
     Placement,
     UnknownDatacenter,
     UnknownDatastore,
@@ -44,7 +45,10 @@ from sendense_tools.vsphere.vmcreate import disk_file
 log = logging.getLogger("sendense.node")
 CRASHED = "node restarted during the restore"
 # Refusals that pass through as they are (node/api.py maps them); other vCenter errors are 502.
-REFUSALS = (VmExists, UnknownDatacenter, UnknownDatastore, UnknownFolder, UnknownResourcePool)
+REFUSALS = (
+    InvalidVmName, VmExists, UnknownDatacenter, UnknownDatastore, UnknownFolder,
+    UnknownResourcePool,
+)  # fmt: skip
 
 
 def plan_of(body: RestoreStartRequest, sources: dict[str, NbdEndpoint]) -> RestorePlan:
@@ -110,9 +114,7 @@ class RestoreManager(JobBook[RestoreJob]):
         self._refuse_existing(plan.job_id)
         self._refuse_busy(plan.name)
         try:
-            (session, placement), cancelled = await finish_blocking(
-                _prepare, self.vcenter(), plan
-            )
+            (session, placement), cancelled = await finish_blocking(_prepare, self.vcenter(), plan)
         except REFUSALS:
             raise
         except SendenseError as exc:

@@ -32,7 +32,7 @@ class WriteError(SendenseError):
 
 
 def flat_file(descriptor: str) -> str:
-    """"[ds] dir/name.vmdk" -> "[ds] dir/name-flat.vmdk"."""
+    """ "[ds] dir/name.vmdk" -> "[ds] dir/name-flat.vmdk"."""
     stem = descriptor[: -len(".vmdk")] if descriptor.endswith(".vmdk") else descriptor
     return f"{stem}-flat.vmdk"
 

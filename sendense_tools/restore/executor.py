@@ -109,9 +109,7 @@ async def _run(
 ) -> RestoreOutcome:
     hooks.phase("creating_vm")
     thin = options.transport == "vddk"
-    (vm, warnings), cancelled = await finish_blocking(
-        _create, session, plan, placement, thin, made
-    )
+    (vm, warnings), cancelled = await finish_blocking(_create, session, plan, placement, thin, made)
     moref = vm._moId
     if hooks.on_vm:
         hooks.on_vm(moref, list(warnings))

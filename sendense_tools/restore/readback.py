@@ -51,6 +51,4 @@ def check(disk_id: str, expected: dict[str, Any], actual: dict[str, Any]) -> Non
 
 
 def _show(checksum: dict[str, Any]) -> str:
-    return (
-        f"{checksum.get('algorithm')}/{checksum.get('block_size')}:{checksum.get('checksum')}"
-    )
+    return f"{checksum.get('algorithm')}/{checksum.get('block_size')}:{checksum.get('checksum')}"
