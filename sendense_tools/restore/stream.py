@@ -64,7 +64,7 @@ class DiskStream:
         self._thread = threading.Thread(target=self._produce, name=f"restore-read-{disk_id}")
         self._started = False
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytes | bytearray]:
         if not self._started:
             self._started = True
             self._thread.start()
@@ -76,7 +76,7 @@ class DiskStream:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                assert isinstance(item, bytes)
+                assert isinstance(item, bytes | bytearray)
                 yield item
                 sent += len(item)
                 if self.on_progress is not None:
