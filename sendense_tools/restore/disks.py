@@ -96,7 +96,8 @@ async def _write_https(
     cookie = session.session_cookie()
     flat = flat_file(descriptor)
     stream = DiskStream(disk.disk_id, plan.sources[disk.disk_id], disk.capacity,
-                        retry_for=options.retry_for, on_progress=on_progress)  # fmt: skip
+                        retry_for=options.retry_for, on_progress=on_progress,
+                        cancel=stop)  # fmt: skip
 
     def put_flat() -> None:
         try:

@@ -10,8 +10,10 @@ stopped at: nothing is sent twice, nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import nbd
@@ -26,12 +28,14 @@ from sendense_tools.nbd.connect import (
     io_failure,
     open_handle,
 )
+from sendense_tools.nbd.copy import STALL_TIMEOUT
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.nbd.extents import window
 from sendense_tools.nbd.retry import Reconnects
 
 CHUNK = 4 << 20
 READ_AHEAD = 4
+POLL_MS = 100
 _ZERO = bytes(CHUNK)
 _END = object()
 
@@ -51,6 +55,7 @@ class DiskStream:
         *,
         retry_for: float = 300.0,
         on_progress: Callable[[int], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.disk_id = disk_id
         self.source = source
@@ -59,6 +64,9 @@ class DiskStream:
         self.on_progress = on_progress
         self.bytes_read = 0  # data bytes read over the tunnel (zero extents excluded)
         self._at = 0  # where the reader goes on after a reconnect
+        # The caller's cancel ends the iteration; close() (which the end of the
+        # iteration calls) sets `stop`, which the reader sees within a poll.
+        self.cancel = cancel if cancel is not None else threading.Event()
         self.stop = threading.Event()
         self._chunks: queue.Queue[object] = queue.Queue(READ_AHEAD)
         self._thread = threading.Thread(target=self._produce, name=f"restore-read-{disk_id}")
@@ -71,7 +79,12 @@ class DiskStream:
         sent = 0
         try:
             while True:
-                item = self._chunks.get()
+                try:
+                    item = self._chunks.get(timeout=POLL_MS / 1000)
+                except queue.Empty:
+                    if self.cancel.is_set() or self.stop.is_set():
+                        raise StreamError(f"{self.disk_id}: stopped") from None
+                    continue
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -120,7 +133,8 @@ class DiskStream:
         except Stopped:
             return
         except BaseException as exc:  # handed to the consumer: the upload fails with it
-            self._chunks.put(exc)
+            with contextlib.suppress(Stopped):
+                self._put(exc)
         finally:
             if psk is not None:
                 psk.remove()
@@ -134,8 +148,13 @@ class DiskStream:
                     f"export {self.source.uri} holds {size} bytes, the disk has {self.capacity}",
                     False,
                 )
+
+            def block_status(length: int, offset: int, collect: Callable[..., int]) -> None:
+                self._wait(handle, handle.aio_block_status(length, offset, collect))
+
             while self._at < self.capacity:
-                for start, length, zero in window(handle, self._at, self.capacity - self._at):
+                left = self.capacity - self._at
+                for start, length, zero in window(handle, self._at, left, block_status):
                     self._extent(handle, start, length, zero, reconnects)
         except nbd.Error as e:
             what = f"read at offset {self._at} from {self.source.uri} ({describe(e)})"
@@ -155,9 +174,22 @@ class DiskStream:
             if zero:
                 data = _ZERO if n == CHUNK else bytes(n)
             else:
-                data = handle.pread(n, at)
+                buf = nbd.Buffer(n)
+                self._wait(handle, handle.aio_pread(buf, at))
+                data = buf.to_bytearray()
                 self.bytes_read += n
                 reconnects.progressed()
             self._put(data)
             at += n
             self._at = at
+
+    def _wait(self, handle: nbd.NBD, cookie: int) -> None:
+        """Until the command `cookie` is done; Stopped once asked to stop, a transient
+        NbdFailure when the server stops answering (a hung tunnel)."""
+        deadline = time.monotonic() + STALL_TIMEOUT
+        while not handle.aio_command_completed(cookie):
+            if self.stop.is_set():
+                raise Stopped()
+            if time.monotonic() > deadline:
+                raise NbdFailure(f"{self.source.uri}: no reply for {STALL_TIMEOUT:.0f} s", True)
+            handle.poll(POLL_MS)
