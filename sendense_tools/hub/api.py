@@ -8,15 +8,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from sendense_tools.api.auth import PRINCIPAL, token_matches
+from sendense_tools.api.auth import token_matches
 from sendense_tools.api.body import read_model, read_query
 from sendense_tools.api.openapi import TEXT, Operation
 from sendense_tools.api.server import ApiError, json_ok, make_api
+from sendense_tools.hub.access import ADMIN, JOBS, principal, visible_backup
 from sendense_tools.hub.allocator import ExportCapReached, PoolExhausted
 from sendense_tools.hub.errors import (
     BackupNotFound,
+    ChainBroken,
     Finishing,
     JobUnknownToNode,
+    NameBusy,
+    NoChecksum,
     NodeError,
     NodeNotFound,
     NodeRefused,
@@ -24,7 +28,9 @@ from sendense_tools.hub.errors import (
     NoDisks,
     NoParent,
     NotActive,
+    NotCompleted,
     NotFinished,
+    RestoreNotFound,
     StartAborted,
     UnknownDisk,
     VmBusy,
@@ -34,6 +40,7 @@ from sendense_tools.hub.exports import ExportError
 from sendense_tools.hub.images import ImageError, StorageError
 from sendense_tools.hub.jobs import JobManager
 from sendense_tools.hub.metrics import nbd_metrics, prometheus
+from sendense_tools.hub.restore_api import RESTORE_OPERATIONS
 from sendense_tools.hub.schemas import (
     Allocation,
     BackupRecord,
@@ -45,8 +52,6 @@ from sendense_tools.hub.schemas import (
     VerifyResult,
 )
 
-ADMIN = "admin"
-JOBS = web.AppKey("jobs", JobManager)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 STORAGE_CODES = {
     errno.EACCES: "storage_denied",
@@ -74,6 +79,7 @@ def make_authenticator(admin_token: str, node_tokens: Callable[[], dict[str, str
 # Each domain error's status and code; its message is the error's own text.
 STATUSES: dict[type[Exception], tuple[int, str]] = {
     BackupNotFound: (404, "backup_not_found"),
+    RestoreNotFound: (404, "restore_not_found"),
     NodeNotFound: (404, "node_not_found"),
     VmNotFound: (404, "vm_not_found"),
     VmBusy: (409, "vm_busy"),
@@ -82,6 +88,10 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     NotFinished: (409, "not_finished"),
     StartAborted: (409, "start_aborted"),
     NoParent: (409, "no_parent"),
+    NotCompleted: (409, "not_completed"),
+    NoChecksum: (409, "no_checksum"),
+    ChainBroken: (409, "chain_broken"),
+    NameBusy: (409, "vm_exists"),
     UnknownDisk: (422, "unknown_disk"),
     NoDisks: (422, "no_disks"),
     NodeError: (502, "node_error"),
@@ -91,7 +101,7 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     ImageError: (502, "export_failed"),
 }
 # A node's refusal keeps its status when it is the client's to fix, else it is a 502.
-NODE_STATUSES_PASSED_ON = (400, 404, 409)
+NODE_STATUSES_PASSED_ON = (400, 404, 409, 422)
 
 
 def hub_errors(exc: Exception) -> ApiError | None:
@@ -130,22 +140,9 @@ def hub_errors(exc: Exception) -> ApiError | None:
     return None
 
 
-def _principal(request: web.Request) -> str:
-    return request[PRINCIPAL]
-
-
-def _visible(request: web.Request, backup_id: str) -> dict:
-    record = request.app[JOBS].store.record(backup_id)
-    who = _principal(request)
-    # Other nodes' backups look absent rather than forbidden: ids do not leak.
-    if record is None or (who != ADMIN and record["node"] != who):
-        raise BackupNotFound(backup_id)
-    return record
-
-
 async def start_backup(request: web.Request) -> web.Response:
     body = await read_model(request, StartRequest)
-    who = _principal(request)
+    who = principal(request)
     node = body.node or (who if who != ADMIN else None)
     if node is None:
         raise ApiError(422, "invalid", "node: required when the admin token starts a backup")
@@ -157,7 +154,7 @@ async def start_backup(request: web.Request) -> web.Response:
 
 async def list_backups(request: web.Request) -> web.Response:
     query = read_query(request, ListQuery)
-    who = _principal(request)
+    who = principal(request)
     node = query.node
     if who != ADMIN:
         if node not in (None, who):
@@ -168,12 +165,12 @@ async def list_backups(request: web.Request) -> web.Response:
 
 
 async def get_backup(request: web.Request) -> web.Response:
-    return json_ok(_visible(request, request.match_info["id"]))
+    return json_ok(visible_backup(request, request.match_info["id"]))
 
 
 async def put_progress(request: web.Request) -> web.Response:
     backup_id = request.match_info["id"]
-    _visible(request, backup_id)
+    visible_backup(request, backup_id)
     report = await read_model(request, ProgressReport)
     record = request.app[JOBS].progress(backup_id, report.model_dump())
     return json_ok(record, status=202 if report.status != "running" else 200)
@@ -181,26 +178,26 @@ async def put_progress(request: web.Request) -> web.Response:
 
 async def cancel_backup(request: web.Request) -> web.Response:
     backup_id = request.match_info["id"]
-    _visible(request, backup_id)
-    return json_ok(await request.app[JOBS].cancel(backup_id, _principal(request)))
+    visible_backup(request, backup_id)
+    return json_ok(await request.app[JOBS].cancel(backup_id, principal(request)))
 
 
 async def verify_backup(request: web.Request) -> web.Response:
     backup_id = request.match_info["id"]
-    _visible(request, backup_id)
+    visible_backup(request, backup_id)
     return json_ok(await request.app[JOBS].verify(backup_id))
 
 
 def _own_nodes(request: web.Request) -> list[str]:
     """The pools a caller may see: every node's for the admin, its own for a node."""
-    who = _principal(request)
+    who = principal(request)
     nodes = list(request.app[JOBS].nodes)
     return nodes if who == ADMIN else [who]
 
 
 async def nbd_ports(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
-    who = _principal(request)
+    who = principal(request)
     return json_ok(jobs.store.allocations(node=None if who == ADMIN else who))
 
 
@@ -288,6 +285,7 @@ OPERATIONS = [
     Operation(
         "GET", "/api/v1/nbd/metrics", nbd_pool_metrics, "NBD slot pools usage", {200: NbdMetrics}
     ),
+    *RESTORE_OPERATIONS,
     Operation("GET", "/healthz", healthz, "Liveness", {200: Health}, public=True),
     Operation("GET", "/metrics", metrics, "Prometheus metrics", {200: TEXT}),
 ]

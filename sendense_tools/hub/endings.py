@@ -1,6 +1,7 @@
 """How a job ends: torn down (failed, cancelled), finished (the node's final report),
 or finished again after a hub restart. Each frees everything the job held and
-records the outcome; only a completed job keeps its images.
+records the outcome; only a completed job keeps its images. `Release` is the part
+restores share.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from abc import ABC, abstractmethod
 from typing import Any
 
 from sendense_tools.hub.allocator import SlotAllocator
@@ -20,38 +22,28 @@ from sendense_tools.hub.store import Store
 log = logging.getLogger(__name__)
 
 
-class Endings:
-    def __init__(
-        self,
-        store: Store,
-        allocator: SlotAllocator,
-        repository: Repository,
-        points: PointChecker,
-        jobs: dict[str, Job],
-    ) -> None:
+class Release(ABC):
+    """What every end of a job does, backup or restore: tell the node (when it had
+    started), stop every export, free every slot and the PSK directory, record it."""
+
+    def __init__(self, store: Store, allocator: SlotAllocator, jobs: dict[str, Job]) -> None:
         self.store = store
         self.allocator = allocator
-        self.repository = repository
-        self.points = points
         # The manager's table of running jobs: a released job leaves it.
         self._jobs = jobs
+
+    @abstractmethod
+    def conclude(self, job_id: str, status: str, reason: str | None = None) -> None:
+        """Record how the job ended."""
 
     async def teardown(self, job: Job, status: str, reason: str) -> None:
         try:
             if job.node_started:
-                await job.client.cancel(job.id)
+                await job.client.cancel(job.id, job.kind)
             await self.stop_exports(job)
         finally:
             self.release(job)
             self.conclude(job.id, status, reason)
-
-    def conclude(self, job_id: str, status: str, reason: str | None = None) -> None:
-        """Record how a job ended; a failed or cancelled job's images are removed."""
-        self.store.set_status(job_id, status, reason)
-        if status != "completed":
-            row = self.store.job_row(job_id)
-            assert row is not None
-            self.repository.remove_job(row["vm"], job_id)
 
     async def stop_exports(self, job: Job) -> None:
         results = await asyncio.gather(
@@ -59,7 +51,7 @@ class Endings:
         )
         for result in results:
             if isinstance(result, BaseException):
-                log.error("backup %s: stopping an export failed: %r", job.id, result)
+                log.error("%s %s: stopping an export failed: %r", job.kind, job.id, result)
 
     def release(self, job: Job) -> None:
         if job.watcher is not None and job.watcher is not asyncio.current_task():
@@ -69,6 +61,28 @@ class Endings:
         if job.key_dir is not None:
             shutil.rmtree(job.key_dir, ignore_errors=True)
         self._jobs.pop(job.id, None)
+
+
+class Endings(Release):
+    def __init__(
+        self,
+        store: Store,
+        allocator: SlotAllocator,
+        repository: Repository,
+        points: PointChecker,
+        jobs: dict[str, Job],
+    ) -> None:
+        super().__init__(store, allocator, jobs)
+        self.repository = repository
+        self.points = points
+
+    def conclude(self, job_id: str, status: str, reason: str | None = None) -> None:
+        """Record how a job ended; a failed or cancelled job's images are removed."""
+        self.store.set_status(job_id, status, reason)
+        if status != "completed":
+            row = self.store.job_row(job_id)
+            assert row is not None
+            self.repository.remove_job(row["vm"], job_id)
 
     async def finish(self, job: Job, report: dict[str, Any]) -> None:
         """Flush, stop, free, then check the point against the node's report."""

@@ -16,8 +16,8 @@ class BackupNotFound(HubError):
 
 
 class NotActive(HubError):
-    def __init__(self, job_id: str, status: str) -> None:
-        super().__init__(f"backup {job_id} is {status}")
+    def __init__(self, job_id: str, status: str, kind: str = "backup") -> None:
+        super().__init__(f"{kind} {job_id} is {status}")
 
 
 class Finishing(HubError):
@@ -35,8 +35,8 @@ class StartAborted(HubError):
 
 
 class UnknownDisk(HubError):
-    def __init__(self, job_id: str, disk_id: str) -> None:
-        super().__init__(f"backup {job_id} has no disk {disk_id!r}")
+    def __init__(self, job_id: str, disk_id: str, kind: str = "backup") -> None:
+        super().__init__(f"{kind} {job_id} has no disk {disk_id!r}")
 
 
 class NodeNotFound(HubError):
@@ -70,15 +70,17 @@ class NodeUnreachable(HubError):
 class NodeRefused(HubError):
     """The node answered the start with an error: it did not start the backup."""
 
-    def __init__(self, node: str, status: int, code: str, message: str) -> None:
-        super().__init__(f"node {node} refused the backup: {message}")
+    def __init__(
+        self, node: str, status: int, code: str, message: str, kind: str = "backup"
+    ) -> None:
+        super().__init__(f"node {node} refused the {kind}: {message}")
         self.status = status
         self.code = code
 
 
 class JobUnknownToNode(HubError):
-    def __init__(self, node: str, job_id: str) -> None:
-        super().__init__(f"node {node} does not know backup {job_id} (node restarted?)")
+    def __init__(self, node: str, job_id: str, kind: str = "backup") -> None:
+        super().__init__(f"node {node} does not know {kind} {job_id} (node restarted?)")
 
 
 class NoParent(HubError):
@@ -87,3 +89,31 @@ class NoParent(HubError):
     def __init__(self, vm: str, reason: str) -> None:
         super().__init__(f"no incremental backup of VM {vm!r} possible: {reason}")
         self.reason = reason
+
+
+class RestoreNotFound(HubError):
+    def __init__(self, restore_id: str) -> None:
+        super().__init__(f"restore {restore_id} does not exist")
+
+
+class NotCompleted(HubError):
+    def __init__(self, backup_id: str, status: str) -> None:
+        super().__init__(f"backup {backup_id} is {status}: only a completed point restores")
+
+
+class NoChecksum(HubError):
+    """A point recorded before checksums: a restore of it could never be verified."""
+
+    def __init__(self, backup_id: str, disk_id: str) -> None:
+        super().__init__(
+            f"backup {backup_id} has no checksum for {disk_id}: its restore cannot be verified"
+        )
+
+
+class NameBusy(HubError):
+    def __init__(self, name: str, restore_id: str) -> None:
+        super().__init__(f"a VM named {name!r} is already being restored (restore {restore_id})")
+
+
+class ChainBroken(HubError):
+    """A file of a point's chain is missing, damaged, or not the chain the records name."""

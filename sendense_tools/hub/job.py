@@ -19,6 +19,8 @@ class Job:
     vm: str
     # Kept with the job: a node removed from the table is still told to cancel.
     client: NodeClient
+    # Which node API the job lives under: "backup" or "restore".
+    kind: str = "backup"
     # What was asked for (auto, full, incremental) and the parent the hub found for it.
     mode: str = "auto"
     plan: Plan = field(default_factory=lambda: Plan(None, None))

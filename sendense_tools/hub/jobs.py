@@ -40,6 +40,7 @@ from sendense_tools.hub.plan import disk_specs, job_row, start_body, write_psk
 from sendense_tools.hub.points import PointChecker
 from sendense_tools.hub.reconcile import remove_key_dirs, stop_leftovers
 from sendense_tools.hub.repository import Repository
+from sendense_tools.hub.restores import RestoreManager
 from sendense_tools.hub.sockets import ExportLayout
 from sendense_tools.hub.stall import watch
 from sendense_tools.hub.store import ACTIVE, FINALIZING, Store
@@ -75,6 +76,7 @@ class JobManager:
         self._interruptible: set[asyncio.Task] = set()
         self.points = PointChecker(store, ImageChecker(store))
         self.endings = Endings(store, allocator, self.repository, self.points, self._jobs)
+        self.restores = RestoreManager(self)
 
     # -- helpers --------------------------------------------------------------
 
@@ -87,7 +89,7 @@ class JobManager:
             task.add_done_callback(self._interruptible.discard)
         return task
 
-    def _node_client(self, node: str) -> NodeClient:
+    def node_client(self, node: str) -> NodeClient:
         entry = self.nodes[node]
         return NodeClient(node, entry.api_url, self.node_tokens[node], self.config.api.node_timeout)
 
@@ -101,15 +103,20 @@ class JobManager:
             if job.node in removed:
                 log.warning("backup %s: node %s removed from the hub", job.id, job.node)
                 self._end(job, "cancelled", "node removed from the hub")
+        self.restores.nodes_removed(removed)
 
     def pools(self, nodes: list[str]) -> dict[str, PoolMetrics]:
         return {node: self.allocator.metrics(node) for node in nodes}
 
+    def _live_exports(self) -> list[Export]:
+        mine = [e for j in self._jobs.values() for e in j.exports.values() if e.alive]
+        return mine + self.restores.exports()
+
     def qemu_nbd_processes(self) -> int:
-        return sum(1 for j in self._jobs.values() for e in j.exports.values() if e.alive)
+        return len(self._live_exports())
 
     def live_pids(self) -> list[int]:
-        return [e.pid for j in self._jobs.values() for e in j.exports.values() if e.alive]
+        return [e.pid for e in self._live_exports()]
 
     # -- start ----------------------------------------------------------------
 
@@ -131,7 +138,7 @@ class JobManager:
     async def _start(self, vm: str, node: str, mode: str) -> dict[str, Any]:
         reserved = [(node, vm)]
         try:
-            client = self._node_client(node)
+            client = self.node_client(node)
             info = await client.describe_vm(vm)
             name = info["name"]
             if name != vm:
@@ -288,8 +295,9 @@ class JobManager:
         job.report_seen()
         if report["status"] == "running":
             self.store.record_progress(
-                job_id, report.get("snapshot"), report["disks"], mode=_mode(report)
-            )
+                job_id, report.get("snapshot"), report["disks"], mode=_mode(report),
+                hardware=report.get("hardware"),
+            )  # fmt: skip
         else:
             self._take_final(job, report)
         return self.store.record(job_id) or {}
@@ -299,8 +307,9 @@ class JobManager:
         # flush, so that a hub restart from here on verifies it again.
         phase = FINALIZING if report["status"] == "completed" else None
         self.store.record_progress(
-            job.id, report.get("snapshot"), report["disks"], phase, _mode(report)
-        )
+            job.id, report.get("snapshot"), report["disks"], phase, _mode(report),
+            report.get("hardware"),
+        )  # fmt: skip
         job.closing = True
         self._spawn(self.endings.finish(job, report), interruptible=True)
 
@@ -331,7 +340,7 @@ class JobManager:
                 # (it also stops by itself at its next report, which the hub refuses).
                 row = self.store.job_row(job_id)
                 if row is not None and row["node"] in self.nodes:
-                    self._spawn(self._node_client(row["node"]).cancel(job_id))
+                    self._spawn(self.node_client(row["node"]).cancel(job_id))
         return failed
 
     async def shutdown(self) -> None:

@@ -1,4 +1,5 @@
-"""The node protocol as the hub speaks it: describe a VM, start, ask about, cancel a backup.
+"""The node protocol as the hub speaks it: describe a VM; start, ask about, cancel a
+backup or a restore.
 
 Every answer the hub cannot use becomes a hub domain error (errors.py), so the
 callers know whether the node acted: NodeRefused means it did not start,
@@ -53,39 +54,49 @@ class NodeClient:
             raise self._unreachable(exc) from None
         return check_vm_info(self.node, vm, info)
 
-    async def start(self, body: dict[str, Any]) -> None:
+    async def start(self, body: dict[str, Any], kind: str = "backup") -> None:
+        """`POST /api/v1/<kind>/start` (kind: backup or restore)."""
         try:
             async with self._client() as client:
-                await client.post("/api/v1/backup/start", body)
+                await client.post(f"/api/v1/{kind}/start", body)
         except ApiCallError as exc:
-            raise NodeRefused(self.node, exc.status, exc.code, exc.message) from None
+            raise NodeRefused(self.node, exc.status, exc.code, exc.message, kind) from None
         except SendenseError as exc:
             raise self._unreachable(exc) from None
 
-    async def job(self, job_id: str) -> dict[str, Any]:
-        """The node's view of a backup (node API `GET /api/v1/backup/{id}`)."""
+    async def job(self, job_id: str, kind: str = "backup") -> dict[str, Any]:
+        """The node's view of a job (node API `GET /api/v1/<kind>/{id}`)."""
         try:
             async with self._client() as client:
-                answer = await client.get(f"/api/v1/backup/{_quote(job_id)}")
+                answer = await client.get(f"/api/v1/{kind}/{_quote(job_id)}")
         except ApiCallError as exc:
             if exc.status == 404:
-                raise JobUnknownToNode(self.node, job_id) from None
+                raise JobUnknownToNode(self.node, job_id, kind) from None
             raise NodeError(
-                f"node {self.node} answered HTTP {exc.status} about backup {job_id}: {exc.message}"
+                f"node {self.node} answered HTTP {exc.status} about {kind} {job_id}: {exc.message}"
             ) from None
         except SendenseError as exc:
             raise self._unreachable(exc) from None
         if not isinstance(answer, dict) or not isinstance(answer.get("status"), str):
-            raise NodeError(f"node {self.node} described backup {job_id} without a status")
+            raise NodeError(f"node {self.node} described {kind} {job_id} without a status")
         return answer
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, kind: str = "backup") -> None:
         # The node may not implement cancel or may be gone: never raises.
         try:
             async with self._client(CANCEL_TIMEOUT) as client:
-                await client.post(f"/api/v1/backup/{_quote(job_id)}/cancel")
+                await client.post(f"/api/v1/{kind}/{_quote(job_id)}/cancel")
         except SendenseError as exc:
-            log.warning("backup %s: node %s did not take the cancel: %s", job_id, self.node, exc)
+            log.warning("%s %s: node %s did not take the cancel: %s", kind, job_id, self.node, exc)
+
+    async def restore_start(self, body: dict[str, Any]) -> None:
+        await self.start(body, "restore")
+
+    async def restore_job(self, restore_id: str) -> dict[str, Any]:
+        return await self.job(restore_id, "restore")
+
+    async def restore_cancel(self, restore_id: str) -> None:
+        await self.cancel(restore_id, "restore")
 
 
 def _quote(value: str) -> str:

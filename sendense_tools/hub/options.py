@@ -19,11 +19,16 @@ class ExportOptions:
     aio: str = "io_uring"
     detect_zeroes: str = "unmap"
     ready_timeout: float = 30.0
+    # A restore's export: the point is served, never written (discard and zero
+    # detection are write options, so they go too).
+    read_only: bool = False
 
     def qemu_args(self) -> list[str]:
         args = [f"--shared={self.shared}", "--persistent", "-f", "qcow2"]
-        args += [f"--cache={self.cache}", f"--aio={self.aio}", "--discard=unmap"]
-        return [*args, f"--detect-zeroes={self.detect_zeroes}"]
+        args += [f"--cache={self.cache}", f"--aio={self.aio}"]
+        if self.read_only:
+            return ["-r", *args]
+        return [*args, "--discard=unmap", f"--detect-zeroes={self.detect_zeroes}"]
 
 
 def direct_io_works(directory: str | Path) -> bool:

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     phase TEXT,
     mode TEXT,
     mode_reason TEXT,
-    parent TEXT
+    parent TEXT,
+    hardware TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS disks (
@@ -52,6 +53,41 @@ CREATE TABLE IF NOT EXISTS disks (
     changes TEXT,
     areas TEXT,
     PRIMARY KEY (job_id, disk_id)
+);
+-- A restore's slots are allocations rows too, with the restore id as their job_id.
+CREATE TABLE IF NOT EXISTS restores (
+    id TEXT PRIMARY KEY,
+    backup_id TEXT NOT NULL,
+    node TEXT NOT NULL,
+    vm TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT,
+    datastore TEXT,
+    folder TEXT,
+    resource_pool TEXT,
+    power_on INTEGER NOT NULL,
+    moref TEXT,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    error TEXT,
+    -- The hub's own warnings (a point without hardware), then the node's latest.
+    warnings TEXT NOT NULL DEFAULT '[]',
+    node_warnings TEXT NOT NULL DEFAULT '[]',
+    chain TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS restores_status ON restores(status);
+CREATE TABLE IF NOT EXISTS restore_disks (
+    restore_id TEXT NOT NULL REFERENCES restores(id),
+    idx INTEGER NOT NULL,
+    disk_id TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    bytes_written INTEGER NOT NULL DEFAULT 0,
+    bytes_total INTEGER NOT NULL DEFAULT 0,
+    expected_checksum TEXT,
+    checksum TEXT,
+    verified INTEGER,
+    PRIMARY KEY (restore_id, disk_id)
 );
 """ + ALLOCATIONS.format(name="IF NOT EXISTS allocations")
 
@@ -83,7 +119,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 # Columns added after the first release, per table.
 NEW_COLUMNS = {
-    "jobs": ("phase", "mode", "mode_reason", "parent"),
+    "jobs": ("phase", "mode", "mode_reason", "parent", "hardware"),
     "disks": ("change_id", "checksum", "changes", "areas"),
 }
 

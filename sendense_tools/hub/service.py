@@ -88,6 +88,9 @@ class Hub(daemon.Service):
         failed = await self.jobs.reconcile()
         if failed:
             log.warning("marked %d unfinished backups failed: hub restarted", len(failed))
+        restores = self.jobs.restores.reconcile()
+        if restores:
+            log.warning("marked %d unfinished restores failed: hub restarted", len(restores))
         host, port = cfg.api.listen
         try:
             self._runner = await serve_app(make_app(self.jobs, admin), host, port)
@@ -142,6 +145,7 @@ class Hub(daemon.Service):
             await self._runner.cleanup()
             self._runner = None
         if self.jobs is not None:
+            await self.jobs.restores.shutdown()
             await self.jobs.shutdown()
         if self._store is not None:
             self._store.close()

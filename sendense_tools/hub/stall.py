@@ -32,6 +32,7 @@ async def watch(
     stall_timeout: float,
     take_final: Callable[[Job, dict[str, Any]], None],
     fail: Callable[[Job, str, str], object],
+    verdict_of: Callable[[Job, dict[str, Any]], Verdict] | None = None,
 ) -> None:
     """Ask the node about a job that has not reported for `stall_timeout` seconds."""
     while not job.closing:
@@ -41,42 +42,53 @@ async def watch(
             continue
         except TimeoutError:
             pass
-        verdict = await ask_node(job)
+        verdict = await ask_node(job, verdict_of)
         if job.closing:
             return
         if verdict.report is not None:
-            log.warning("backup %s: final report taken from node %s", job.id, job.node)
+            log.warning("%s %s: final report taken from node %s", job.kind, job.id, job.node)
             take_final(job, verdict.report)
         elif verdict.reason is not None:
-            log.error("backup %s: %s", job.id, verdict.reason)
+            log.error("%s %s: %s", job.kind, job.id, verdict.reason)
             fail(job, "failed", verdict.reason)
 
 
-async def ask_node(job: Job) -> Verdict:
+async def ask_node(
+    job: Job, verdict_of: Callable[[Job, dict[str, Any]], Verdict] | None = None
+) -> Verdict:
     silent = job.silent_for()
     try:
-        answer = await job.client.job(job.id)
+        answer = await job.client.job(job.id, job.kind)
     except JobUnknownToNode as exc:
         return Verdict(reason=str(exc))
     except (NodeUnreachable, NodeError) as exc:
         return Verdict(reason=f"no progress report for {silent:.0f} s and {exc}")
-    return judge(job, answer)
+    return (verdict_of or judge)(job, answer)
 
 
-def judge(job: Job, answer: dict[str, Any]) -> Verdict:
-    """The node's `GET /api/v1/backup/{id}` answer as a verdict on the hub's job."""
+def ended(job: Job, answer: dict[str, Any]) -> Verdict | None:
+    """The verdict on a job the node does not report completed; None when it does."""
     status = answer["status"]
     if status == "running":
         return KEEP_WAITING
     if status != "completed":
         why = answer.get("error") or status
         return Verdict(reason=f"node {job.node}: {why}")
+    return None
+
+
+def judge(job: Job, answer: dict[str, Any]) -> Verdict:
+    """The node's `GET /api/v1/backup/{id}` answer as a verdict on the hub's job."""
+    verdict = ended(job, answer)
+    if verdict is not None:
+        return verdict
     # The final report that never arrived, rebuilt from the node's record of it.
     try:
         report = ProgressReport.model_validate(
             {
                 "status": "completed",
                 "snapshot": answer.get("snapshot"),
+                "hardware": answer.get("hardware"),
                 "mode": answer.get("mode"),
                 "mode_reason": answer.get("mode_reason"),
                 "disks": answer.get("disks") or [],

@@ -7,33 +7,22 @@ old or the new state (the allocations table is what reconciliation trusts).
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.hub.restore_store import RestoreRows
 from sendense_tools.hub.schema import migrate
+from sendense_tools.hub.sql import ACTIVE, dump, loads, now
 
-ACTIVE = ("pending", "running")
 # A running job whose node's final report was taken: a restart verifies it again.
 FINALIZING = "finalizing"
 
 
-def loads(text: str | None) -> Any:
-    """A JSON column's value (NULL: None)."""
-    return json.loads(text) if text is not None else None
+__all__ = ["ACTIVE", "FINALIZING", "Store", "loads"]
 
 
-def _dump(value: Any) -> str | None:
-    return json.dumps(value) if value is not None else None
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class Store:
+class Store(RestoreRows):
     def __init__(self, path: str | Path) -> None:
         db = Path(path)
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -108,10 +97,13 @@ class Store:
         disks: list[dict[str, Any]],
         phase: str | None = None,
         mode: tuple[str, str | None] | None = None,
+        hardware: dict[str, Any] | None = None,
     ) -> None:
         """A report's numbers (and, for the final one, the job's new phase) at once;
-        `mode`: the node's (mode, reason) once it decided."""
+        `mode`: the node's (mode, reason) once it decided; `hardware`: the VM's, once known."""
         stmts: list[tuple[str, tuple]] = []
+        if hardware is not None:
+            stmts.append(("UPDATE jobs SET hardware = ? WHERE id = ?", (dump(hardware), job_id)))
         if phase is not None:
             stmts.append(("UPDATE jobs SET phase = ? WHERE id = ?", (phase, job_id)))
         if snapshot is not None:
@@ -133,7 +125,7 @@ class Store:
                     " checksum = COALESCE(?, checksum), changes = COALESCE(?, changes),"
                     " areas = COALESCE(?, areas) WHERE job_id = ? AND disk_id = ?",
                     (d["bytes_copied"], d["bytes_total"], d.get("sha256"), d.get("change_id"),
-                     _dump(d.get("checksum")), _dump(d.get("changes")), _dump(d.get("areas")),
+                     dump(d.get("checksum")), dump(d.get("changes")), dump(d.get("areas")),
                      job_id, d["disk_id"]),
                 )
             )  # fmt: skip
@@ -145,7 +137,7 @@ class Store:
             [
                 (
                     "UPDATE disks SET checksum = ? WHERE job_id = ? AND disk_id = ?",
-                    (_dump(checksum), job_id, disk_id),
+                    (dump(checksum), job_id, disk_id),
                 )
             ]
         )
@@ -279,6 +271,7 @@ def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
         "mode_reason": job["mode_reason"],
         "parent": job["parent"],
         "nbd_targets_string": job["nbd_targets"],
+        "hardware": loads(job["hardware"]),
         "disk_results": [
             {
                 "disk_id": d["disk_id"],

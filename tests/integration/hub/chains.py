@@ -3,6 +3,7 @@ node's report of them, and the image as qemu-nbd -r reads it back."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 import nbd
 
-from .conftest import MiB, open_export
+from .conftest import MiB, open_export, targets
 
 BLOCK = 4 * MiB
 
@@ -101,3 +102,76 @@ def incremental_writes(capacity: int) -> list[Write]:
         (BLOCK - 32 * 1024, os.urandom(64 * 1024)),
         (capacity // 2 + 64 * 1024, os.urandom(128 * 1024)),
     ]
+
+
+CAPACITIES = [8 * MiB, 12 * MiB]
+
+
+class Vm:
+    """A VM of the stand-in node: its disks' bytes, and each backup the node makes of it."""
+
+    def __init__(self, h, name: str = "web01", capacities: list[int] = CAPACITIES) -> None:
+        self.h = h
+        self.name = name
+        self.disks = [Disk(c) for c in capacities]
+        self.snapshots = 0
+        h.node.vms[name] = list(capacities)
+
+    async def start(self, mode: str | None = None) -> dict[str, Any]:
+        body = {"vm": self.name, "node": "node1"} | ({"mode": mode} if mode else {})
+        code, record = await self.h.call("POST", "/api/v1/backups", body)
+        assert code == 201, record
+        return record
+
+    async def copy(
+        self,
+        record: dict[str, Any],
+        mode: str,
+        reason: str | None = None,
+        writes: list[list[Write]] | None = None,
+        status: str = "completed",
+    ) -> None:
+        """Play the node: write every disk (a full: the given writes over zeroes of the
+        whole disk; an incremental: only the writes), then PUT the final report."""
+        start = self.h.node.start_for(record["id"])
+        self.snapshots += 1
+        reports = []
+        for i, (disk_id, uri) in enumerate(targets(start["nbd_targets"]).items()):
+            disk = self.disks[i]
+            done = writes[i] if writes else full_writes(i, disk.capacity)
+            if mode == "full":
+                done = [(0, disk.capacity), *done]
+                disk.data[:] = bytes(disk.capacity)
+            where = self.h.hub_side(uri)
+            await asyncio.to_thread(apply, disk, where, start["nbd_tls"], done)
+            report: dict[str, Any] = {
+                "disk_id": disk_id,
+                "bytes_copied": sum(len(w) for _, w in done if isinstance(w, bytes)),
+                "bytes_total": disk.capacity,
+                "change_id": f"52 3c 7e aa-{i}/{self.snapshots}",
+            }
+            if mode == "full":
+                report["sha256"] = hashlib.sha256(disk.data).hexdigest()
+                report["checksum"] = blkhash(disk.data)
+            else:
+                areas = areas_of(done)
+                report["areas"] = areas
+                report["changes"] = changes_digest(disk, areas)
+            reports.append(report)
+        final = {"status": status, "snapshot": f"snapshot-{self.snapshots}", "mode": mode,
+                 "mode_reason": reason, "disks": reports}  # fmt: skip
+        if status == "failed":
+            final["error"] = "source read failed"
+        code, body = await self.h.call(
+            "PUT", f"/api/v1/backups/{record['id']}/progress", final, token=self.h.tokens["node1"]
+        )
+        assert code == 202, body
+
+    async def backup(self, mode: str | None = None, node_mode: str = "full",
+                     reason: str | None = None) -> dict[str, Any]:  # fmt: skip
+        record = await self.start(mode)
+        writes = None
+        if node_mode == "incremental":
+            writes = [incremental_writes(d.capacity) for d in self.disks]
+        await self.copy(record, node_mode, reason, writes)
+        return await self.h.wait_status(record["id"])

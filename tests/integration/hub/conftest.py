@@ -57,6 +57,8 @@ class NodeServer:
     # GET /api/v1/backup/{id}: the node's own view of each job (absent: 404).
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     asks: list[str] = field(default_factory=list)
+    # The node's restore half (scripted_node.py's ScriptedNode), when a test plays it.
+    restorer: Any = None
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -108,12 +110,19 @@ class NodeServer:
         self.cancels.append(request.match_info["job_id"])
         return web.json_response({"status": "cancelled"})
 
+    async def restore(self, request: web.Request) -> web.StreamResponse:
+        self._check(request)
+        if self.restorer is None:
+            return web.json_response({"error": "not_found", "message": "no restores"}, status=404)
+        return await self.restorer.handle(request)
+
     async def __aenter__(self) -> NodeServer:
         app = web.Application()
         app.router.add_get("/api/v1/vms/{vm}", self.vm)
         app.router.add_post("/api/v1/backup/start", self.start)
         app.router.add_get("/api/v1/backup/{job_id}", self.job)
         app.router.add_post("/api/v1/backup/{job_id}/cancel", self.cancel)
+        app.router.add_route("*", "/api/v1/restore/{tail:.*}", self.restore)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         port = free_port()

@@ -34,6 +34,7 @@ def test_a_completed_job_with_every_checksum_is_its_final_report():
     assert verdict.report == {
         "status": "completed",
         "snapshot": "s1",
+        "hardware": None,
         "mode": None,
         "mode_reason": None,
         "error": None,
