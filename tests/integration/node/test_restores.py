@@ -4,58 +4,22 @@ qemu-nbd -r (full and incremental), read back from the datastore and checked."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from typing import Any
 
 import pytest
 
-from tests.fixtures.chain import Chain
-from tests.fixtures.faults import nbdkits
 from tests.fixtures.recording_hub import RecordingHub
 from tests.fixtures.restores import (
+    MiB,
     NbdGate,
-    datastore_has,
+    Points,
+    assert_nothing_left,
+    body,
     datastore_read,
-    point_checksum,
     source_hardware,
     vms_called,
-    write_point,
 )
-from tests.fixtures.vcsim import VcsimLab, seeded_vcsim
-
-MiB = 1 << 20
-
-
-def _data(n: int) -> bytes:
-    return os.urandom(n)
-
-
-class Points:
-    """disk0: a full; disk1: an incremental over a full (each as the seeded VM's capacity)."""
-
-    def __init__(self, chain: Chain, hardware: dict[str, Any]) -> None:
-        caps = {d["disk_id"]: d["capacity"] for d in hardware["disks"]}
-        self.capacity = caps
-        self.full = write_point(chain, "d0-full.qcow2", caps["disk0"],
-                                {0: _data(3 * MiB), 20 * MiB + 512: _data(5 * MiB)})  # fmt: skip
-        base = write_point(chain, "d1-full.qcow2", caps["disk1"], {MiB: _data(8 * MiB)})
-        self.incremental = write_point(
-            chain, "d1-inc.qcow2", caps["disk1"], {4 * MiB: _data(2 * MiB), 30 * MiB: b"\0" * MiB},
-            backing=base,
-        )  # fmt: skip
-        self.tops = {"disk0": self.full, "disk1": self.incremental}
-        self.chain = chain
-
-    def serve(self) -> dict[str, str]:
-        return {d: self.chain.serve(p, readonly=True)[0] for d, p in self.tops.items()}
-
-    def disks(self) -> list[dict[str, Any]]:
-        return [
-            {"disk_id": d, "capacity": self.capacity[d],
-             "checksum": point_checksum(p, self.capacity[d])}
-            for d, p in self.tops.items()
-        ]  # fmt: skip
+from tests.fixtures.vcsim import seeded_vcsim
 
 
 @pytest.fixture
@@ -66,15 +30,6 @@ def hardware(vcsim) -> dict[str, Any]:
 @pytest.fixture
 def points(chain, hardware) -> Points:
     return Points(chain, hardware)
-
-
-def body(name: str, hardware: dict, sources: dict[str, str], disks: list[dict],
-         **extra: Any) -> dict[str, Any]:  # fmt: skip
-    return {
-        "job_id": f"r-{uuid.uuid4()}", "name": name, "hardware": hardware,
-        "nbd_sources": ",".join(f"{d}:{uri}" for d, uri in sources.items()),
-        "disks": disks, **extra,
-    }  # fmt: skip
 
 
 async def start(node, request: dict) -> tuple[int, dict]:
@@ -96,22 +51,6 @@ async def wait_phase(node, job_id: str, phase: str, within: float = 60) -> dict:
             raise AssertionError(f"restore {job_id} never reached {phase}: {job}") from None
     assert job["phase"] == phase, f"restore ended before {phase}: {job}"
     return job
-
-
-def files_of(name: str, hardware: dict) -> list[str]:
-    ds = hardware["datastore"]
-    out = [f"[{ds}] {name}/{name}.vmx"]
-    for d in hardware["disks"]:
-        out += [f"[{ds}] {name}/{name}_{d['disk_id']}.vmdk",
-                f"[{ds}] {name}/{name}_{d['disk_id']}-flat.vmdk"]  # fmt: skip
-    return out
-
-
-def assert_nothing_left(lab: VcsimLab, name: str, hardware: dict) -> None:
-    assert vms_called(lab, name) == [], f"VM {name} is still in vCenter"
-    left = [f for f in files_of(name, hardware) if datastore_has(lab, hardware["datacenter"], f)]
-    assert left == [], f"files left on the datastore: {left}"
-    assert nbdkits(lab) == [], f"nbdkit left running: {nbdkits(lab)}"
 
 
 async def test_restore_of_a_full_and_an_incremental_is_bit_identical_and_verified(
