@@ -94,17 +94,35 @@ async def open_source(
 def vddk_args(
     session: VsphereSession, vm: VmInfo, snap: SnapshotRef, disk: DiskInfo, options: BackupOptions
 ) -> VddkArgs:
-    """nbdkit vddk's arguments; blocking: in CA mode the thumbprint needs a verified connection."""
-    if not options.password_file:
+    """nbdkit vddk's arguments to read `disk` as of `snap`."""
+    return session_vddk_args(
+        session, vm.moref, snap.moref, disk.file, options.password_file, options.vddk_libdir
+    )
+
+
+def session_vddk_args(
+    session: VsphereSession,
+    vm_moref: str,
+    snapshot_moref: str | None,
+    file: str,
+    password_file: str,
+    libdir: str,
+) -> VddkArgs:
+    """nbdkit vddk's arguments for `file` of `vm_moref` on the session's vCenter: as of a
+    snapshot, or (snapshot_moref None) the VM's own disk, to write a restore into.
+
+    Blocking: in CA mode the thumbprint needs a verified connection.
+    """
+    if not password_file:
         raise SourceError("the vddk transport needs the vCenter password in a file")
     return VddkArgs(
         server=session.endpoint.host,
         user=session.params.user,
-        password_file=options.password_file,
+        password_file=password_file,
         thumbprint=session.trust.vddk_thumbprint(),
-        vm_moref=vm.moref,
-        snapshot_moref=snap.moref,
-        file=disk.file,
-        libdir=options.vddk_libdir,
+        vm_moref=vm_moref,
+        snapshot_moref=snapshot_moref,
+        file=file,
+        libdir=libdir,
         port=None if session.endpoint.port == 443 else session.endpoint.port,
     )

@@ -8,7 +8,6 @@ it is on this machine, or uploaded through the /folder URL otherwise.
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from sendense_tools.vsphere.inventory import (
 )
 from sendense_tools.vsphere.props import read_props, wait_task
 from sendense_tools.vsphere.snapshots import list_snapshots, remove_snapshot
+from sendense_tools.vsphere.upload import put_file
 
 SIZE_RE = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)(?:i?B)?$", re.IGNORECASE)
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -126,27 +126,6 @@ def local_datastore_dir(session: VsphereSession, vm: vim.VirtualMachine, ds_name
     return ""
 
 
-def _upload(session: VsphereSession, url: str, capacity: int, seed: str) -> None:
-    parts = urlsplit(url)
-    conn = http.client.HTTPSConnection(
-        parts.hostname, parts.port or 443, context=session.trust.context, timeout=300
-    )
-    try:
-        conn.putrequest("PUT", f"{parts.path}?{parts.query}")
-        conn.putheader("Cookie", session.session_cookie())
-        conn.putheader("Content-Length", str(capacity))
-        conn.putheader("Content-Type", "application/octet-stream")
-        conn.endheaders()
-        for chunk in iter_content(capacity, seed):
-            conn.send(chunk)
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status not in (200, 201, 204):
-            raise VsphereError(f"upload to {parts.path} failed: HTTP {resp.status}")
-    finally:
-        conn.close()
-
-
 def seed_vm(
     session: VsphereSession,
     vm_name: str,
@@ -174,7 +153,9 @@ def seed_vm(
             flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
             digest = write_sparse_file(flat, disk.capacity, disk_seed)
         else:
-            _upload(session, folder_url(session.endpoint, dc, disk.file), disk.capacity, disk_seed)
+            url = folder_url(session.endpoint, dc, disk.file)
+            chunks = iter_content(disk.capacity, disk_seed)
+            put_file(session.trust, session.session_cookie(), url, disk.capacity, chunks)
             digest = content_sha256(disk.capacity, disk_seed)
         checksum = content_checksum(disk.capacity, disk_seed)
         out.append(SeededDisk(disk.disk_id, disk.key, disk.file, disk.capacity, digest, checksum))

@@ -1,4 +1,5 @@
-"""Source transports: nbdkit serving a disk read-only on a unix socket in a private temp dir.
+"""nbdkit serving a disk on a unix socket in a private temp dir: the read-only source
+transports, and a restore's vddk target (the one writable export).
 
 Each transport is an async context manager yielding the NbdEndpoint to copy from; nbdkit is
 stopped and the directory (socket, secrets, log) removed on exit. nbdkit runs with
@@ -45,8 +46,10 @@ class VddkArgs:
     password_file: str
     thumbprint: str  # SHA-1 of the server certificate, colon hex
     vm_moref: str  # "vm-123"
-    snapshot_moref: str  # "snapshot-7": read the disk as of this snapshot
-    file: str  # "[datastore1] vm/vm.vmdk": the base disk file the snapshot refers to
+    # "snapshot-7": read the disk as of this snapshot. None: write the VM's own disk
+    # (a restore into a new, powered-off VM; VDDK writes only without a snapshot).
+    snapshot_moref: str | None
+    file: str  # "[datastore1] vm/vm.vmdk": the snapshot's base disk, or the disk to write
     libdir: str  # where VMware's VDDK is unpacked (contains lib64/)
     transports: str = "nbdssl:nbd"
     port: int | None = None  # vCenter's HTTPS port when not 443
@@ -56,11 +59,12 @@ def nbdkit_vddk_args(args: VddkArgs) -> list[str]:
     """Plugin and filters for nbdkit vddk, after the common options.
 
     VDDK does not allow multi-conn and NFC runs out of memory on large requests (virt-v2v
-    forces the same): one connection, requests of at most 2 MiB, and cached extents because
-    QueryAllocatedBlocks is slow on big disks.
+    forces the same): one connection, requests of at most 2 MiB (writes too), and, for
+    reads, cached extents because QueryAllocatedBlocks is slow on big disks.
     """
+    reading = args.snapshot_moref is not None
     out = [
-        "--filter=cacheextents",
+        *(["--filter=cacheextents"] if reading else []),
         "--filter=multi-conn",
         "--filter=blocksize",
         "vddk",
@@ -69,7 +73,7 @@ def nbdkit_vddk_args(args: VddkArgs) -> list[str]:
         f"password=+{args.password_file}",
         f"thumbprint={args.thumbprint}",
         f"vm=moref={args.vm_moref}",
-        f"snapshot={args.snapshot_moref}",
+        *([f"snapshot={args.snapshot_moref}"] if reading else []),
         f"transports={args.transports}",
         f"libdir={args.libdir}",
         f"file={args.file}",
@@ -206,9 +210,24 @@ def _private_dir(build: Callable[[Path], list[str]]) -> tuple[Path, list[str], i
     return directory, args, log_fd
 
 
+def nbdkit_argv(sock: Path, pidfile: Path, plugin_args: list[str], readonly: bool) -> list[str]:
+    """nbdkit's whole command line, serving on `sock`; `readonly` is its -r."""
+    return [
+        "nbdkit",
+        "--foreground",
+        "--exit-with-parent",
+        *(["--readonly"] if readonly else []),
+        "--unix",
+        str(sock),
+        "--pidfile",
+        str(pidfile),
+        *plugin_args,
+    ]
+
+
 @asynccontextmanager
 async def _serve(
-    what: str, build: Callable[[Path], list[str]], probe: bool = True
+    what: str, build: Callable[[Path], list[str]], probe: bool = True, readonly: bool = True
 ) -> AsyncIterator[NbdEndpoint]:
     directory, args, log_fd = _private_dir(build)
     sock = directory / "nbd.sock"
@@ -220,15 +239,7 @@ async def _serve(
     try:
         try:
             proc = await asyncio.create_subprocess_exec(
-                "nbdkit",
-                "--foreground",
-                "--exit-with-parent",
-                "--readonly",
-                "--unix",
-                str(sock),
-                "--pidfile",
-                str(pidfile),
-                *args,
+                *nbdkit_argv(sock, pidfile, args, readonly),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log_fd,
@@ -312,8 +323,25 @@ def https_source(
 
 
 def vddk_source(args: VddkArgs) -> contextlib.AbstractAsyncContextManager:
-    """A snapshot's disk through VMware's VDDK (nbdkit vddk; needs the user's VDDK)."""
+    """A snapshot's disk through VMware's VDDK (nbdkit vddk; needs the user's VDDK), read-only."""
+    if args.snapshot_moref is None:
+        raise ValueError("a vddk source reads a snapshot: snapshot_moref is required")
     return _serve(
         f"vddk source {args.file} of {args.vm_moref} on {args.server}",
         lambda _d: nbdkit_vddk_args(args),
+    )
+
+
+def vddk_target(args: VddkArgs) -> contextlib.AbstractAsyncContextManager:
+    """A restored VM's disk, writable, through VMware's VDDK (nbdkit vddk without -r).
+
+    The VM must be powered off and the disk created beforehand (thin: it reads as zeroes,
+    so a restore writes only the data extents).
+    """
+    if args.snapshot_moref is not None:
+        raise ValueError("a vddk target writes the VM's own disk: no snapshot_moref")
+    return _serve(
+        f"vddk target {args.file} of {args.vm_moref} on {args.server}",
+        lambda _d: nbdkit_vddk_args(args),
+        readonly=False,
     )

@@ -138,12 +138,14 @@ def create_vm(
     placement: Placement,
     *,
     disks_thin: bool = False,
+    extra_config: dict[str, str] | None = None,
 ) -> tuple[vim.VirtualMachine, list[str]]:
     """The new VM (powered off) and the warnings about what could not be rebuilt as recorded.
 
     No disks, unless `disks_thin`: then each recorded disk is created empty and thin at
-    `disk_file` (the vddk transport writes into it). A failed create removes the
-    directory it made.
+    `disk_file` (the vddk transport writes into it). `extra_config` is set by the same
+    CreateVM call, so that a mark on the VM (whose restore made it) is there from its
+    first moment. A failed create removes the directory it made.
     """
     ensure_name_free(session, name, placement)
     changes = []
@@ -179,6 +181,8 @@ def create_vm(
     )
     if hardware.get("version"):
         spec.version = hardware["version"]
+    if extra_config:
+        spec.extraConfig = [vim.option.OptionValue(key=k, value=v) for k, v in extra_config.items()]
     folder = placement.folder_obj
     try:
         task = session.call(folder.CreateVM_Task, config=spec, pool=placement.resource_pool_obj)
