@@ -5,6 +5,9 @@ https: each disk is one streamed `/folder` PUT of `<name>_<disk>-flat.vmdk`
 and its small descriptor `<name>_<disk>.vmdk`, attached afterwards. Every file
 is recorded in `uploaded` before its PUT starts, so that the clean-up also
 deletes a half-written one.
+
+vddk: the disks exist already (create_vm made them thin, attached); each is
+written through nbdkit vddk without -r by the backup's copy engine.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sendense_tools.backup.blocking import first_error, keep_alive, run_stoppable
+from sendense_tools.backup.sources import session_vddk_args
 from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.copy import copy_disk
+from sendense_tools.nbd.sources import vddk_target
 from sendense_tools.restore.plan import RestoreDisk, RestoreOptions, RestorePlan
 from sendense_tools.restore.stream import DiskStream
 from sendense_tools.vsphere.connection import VsphereSession
@@ -64,9 +70,14 @@ async def write_disks(
         return report
 
     async def one(disk: RestoreDisk) -> None:
+        file = files[disk.disk_id]
         try:
-            await _write_https(session, placement, plan, disk, files[disk.disk_id],
-                               options, progress(disk.disk_id), uploaded, stop)  # fmt: skip
+            if options.transport == "vddk":
+                await _write_vddk(session, plan, disk, file, vm._moId, options,
+                                  progress(disk.disk_id))  # fmt: skip
+            else:
+                await _write_https(session, placement, plan, disk, file,
+                                   options, progress(disk.disk_id), uploaded, stop)  # fmt: skip
         except SendenseError as exc:
             text = str(exc)
             raise WriteError(text if disk.disk_id in text else f"{disk.disk_id}: {text}") from None
@@ -114,3 +125,29 @@ async def _write_https(
     url = upload_url(session.endpoint, placement.datacenter, descriptor)
     uploaded.append(descriptor)
     await run_stoppable(put_file, stop, session.trust, cookie, url, len(text), [text], stop)
+
+
+async def _write_vddk(
+    session: VsphereSession,
+    plan: RestorePlan,
+    disk: RestoreDisk,
+    file: str,
+    vm_moref: str,
+    options: RestoreOptions,
+    on_progress: Callable[[int], None],
+) -> None:
+    """Into the thin disk create_vm made, through nbdkit vddk in write mode, with the
+    backup's copy engine: the fresh disk reads as zeroes, so zero extents are skipped."""
+    args = await asyncio.to_thread(session_vddk_args, session, vm_moref, None, file,
+                                   options.password_file, options.vddk_libdir)  # fmt: skip
+    async with vddk_target(args) as target:
+        await copy_disk(
+            disk.disk_id,
+            plan.sources[disk.disk_id],
+            target,
+            connections=options.connections_per_disk,
+            on_progress=lambda p: on_progress(p.bytes_done),
+            retry_for=options.retry_for,
+            target_is_zero=True,
+            sha256=False,
+        )

@@ -24,7 +24,7 @@ from sendense_tools.errors import SendenseError
 from sendense_tools.restore.disks import write_disks
 from sendense_tools.restore.plan import RestoreOptions, RestorePhase, RestorePlan
 from sendense_tools.restore.readback import check, datastore_checksum
-from sendense_tools.restore.tag import tag_vm
+from sendense_tools.restore.tag import tag
 from sendense_tools.vsphere.connection import VsphereSession
 from sendense_tools.vsphere.placement import Placement
 from sendense_tools.vsphere.vmcreate import (
@@ -132,9 +132,9 @@ async def _run(
 def _create(
     session: VsphereSession, plan: RestorePlan, placement: Placement, thin: bool, made: _Made
 ) -> tuple[Any, list[str]]:
-    vm, warnings = create_vm(session, plan.name, plan.hardware, placement, disks_thin=thin)
+    vm, warnings = create_vm(session, plan.name, plan.hardware, placement, disks_thin=thin,
+                             extra_config=tag(plan.job_id))  # fmt: skip
     made.vm = vm  # in this thread, before anything can interrupt: the clean-up sees it
-    tag_vm(session, vm, plan.job_id)
     return vm, warnings
 
 

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyVmomi import vim
-
 from sendense_tools.vsphere.connection import VsphereSession
-from sendense_tools.vsphere.props import read_props, wait_task
+from sendense_tools.vsphere.props import read_props
 
 TAG_KEY = "sendense.restore"
-TAG_TIMEOUT = 300.0
 
 
-def tag_vm(session: VsphereSession, vm: Any, job_id: str) -> None:
-    spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=TAG_KEY, value=job_id)])
-    task = session.call(vm.ReconfigVM_Task, spec)
-    wait_task(session, task, f"mark {vm._moId} as restore {job_id}", TAG_TIMEOUT)
+def tag(job_id: str) -> dict[str, str]:
+    """The extraConfig create_vm sets in the VM's own create spec: no moment untagged."""
+    return {TAG_KEY: job_id}
 
 
 def tag_of(session: VsphereSession, vm: Any) -> str | None:
