@@ -67,3 +67,30 @@ async def test_a_restore_the_node_crashed_in_is_cleaned_up_and_reported_failed(
     finally:
         await node.stop()
         gate.stop()
+
+
+async def test_a_node_stopped_mid_restore_cleans_up_before_it_exits(vcsim, hub, chain, tmp_path):
+    await hub.up()
+    hardware = source_hardware(vcsim, ["disk0", "disk1"])
+    points = Points(chain, hardware)
+    sources = points.serve()
+    gate = NbdGate(sources["disk0"]).start()
+    node = node_process(tmp_path, vcsim, hub.url, TOKEN)
+    try:
+        gate.hold_after(MiB)
+        sources["disk0"] = gate.uri
+        request = body("restored-stop", hardware, sources, points.disks())
+        job_id = request["job_id"]
+        await node.start()
+        async with node.client() as c, c.post("/api/v1/restore/start", json=request) as r:
+            assert r.status == 201, await r.text()
+        await wait_for(
+            lambda: any(x["phase"] == "writing" for x in hub.running(job_id)), "the writing phase"
+        )
+        assert await node.stop(signal.SIGTERM) == 0
+        final = await hub.final(job_id, within=5)  # sent before the node exited
+    finally:
+        await node.stop()
+        gate.stop()
+    assert final["status"] == "cancelled", final
+    assert_nothing_left(vcsim, "restored-stop", hardware)

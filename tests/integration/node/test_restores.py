@@ -257,3 +257,30 @@ async def test_a_cancel_in_each_phase_leaves_no_vm_no_file_and_no_nbdkit(
         gate.stop()
     assert final["status"] == "cancelled", final
     assert_nothing_left(slow_lab, name, hardware)
+
+
+async def test_a_restore_the_hub_ended_stops_and_removes_what_it_made(
+    vcsim, hub, make_node, hardware, points
+):
+    await hub.up()
+    node = await make_node(vcsim, hub)
+    sources = points.serve()
+    gate = NbdGate(sources["disk0"]).start()
+    try:
+        gate.hold_after(MiB)
+        sources["disk0"] = gate.uri
+        request = body("restored-ended", hardware, sources, points.disks())
+        job_id = request["job_id"]
+        assert (await start(node, request))[0] == 201
+        await wait_phase(node, job_id, "writing")
+        async with node.client() as c, c.get("/healthz") as resp:
+            assert (await resp.json())["running_restores"] == 1
+        hub.ended.add(job_id)  # its next running report is answered 409
+        final = await hub.final(job_id)
+    finally:
+        gate.stop()
+    assert final["status"] == "cancelled", final
+    assert final["error"].startswith("the hub ended this restore"), final["error"]
+    assert_nothing_left(vcsim, "restored-ended", hardware)
+    async with node.client() as c, c.get("/healthz") as resp:
+        assert (await resp.json())["running_restores"] == 0
