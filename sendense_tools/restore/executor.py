@@ -23,7 +23,12 @@ from sendense_tools.backup.blocking import finish_blocking, run_blocking
 from sendense_tools.errors import SendenseError
 from sendense_tools.restore.disks import write_disks
 from sendense_tools.restore.plan import RestoreOptions, RestorePhase, RestorePlan
-from sendense_tools.restore.readback import check, datastore_checksum
+from sendense_tools.restore.readback import (
+    ChecksumMismatch,
+    check,
+    datastore_checksum,
+    matches,
+)
 from sendense_tools.restore.tag import tag
 from sendense_tools.vsphere.connection import VsphereSession
 from sendense_tools.vsphere.placement import Placement
@@ -59,7 +64,6 @@ class RestoreHooks:
 class RestoreOutcome:
     moref: str
     warnings: list[str]
-    checksums: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,11 +126,11 @@ async def _run(
         hooks.phase("attaching")
         await run_blocking(attach_disks, session, vm, plan.hardware, files)
     hooks.phase("verifying")
-    checksums = await _verify(session, placement, plan, files, hooks)
+    await _verify(session, placement, plan, files, hooks)
     if plan.power_on:
         hooks.phase("powering_on")
         await run_blocking(power_on, session, vm)
-    return RestoreOutcome(moref, list(warnings), checksums)
+    return RestoreOutcome(moref, list(warnings))
 
 
 def _create(
@@ -144,18 +148,22 @@ async def _verify(
     plan: RestorePlan,
     files: dict[str, str],
     hooks: RestoreHooks,
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+) -> None:
+    """Every disk read back from the datastore (each one's verdict reported), then
+    ChecksumMismatch naming each disk that is not the point's."""
+    wrong: list[ChecksumMismatch] = []
     for disk in plan.disks:
         actual = await datastore_checksum(
             session, placement.datacenter, files[disk.disk_id], disk.capacity
         )
-        out[disk.disk_id] = actual
-        same = actual == disk.checksum
         if hooks.on_checksum:
-            hooks.on_checksum(disk.disk_id, actual, same)
-        check(disk.disk_id, disk.checksum, actual)
-    return out
+            hooks.on_checksum(disk.disk_id, actual, matches(disk.checksum, actual))
+        try:
+            check(disk.disk_id, disk.checksum, actual)
+        except ChecksumMismatch as exc:
+            wrong.append(exc)
+    if wrong:
+        raise ChecksumMismatch("; ".join(str(e) for e in wrong))
 
 
 def _undo(session: VsphereSession, placement: Placement, made: _Made) -> str | None:

@@ -36,14 +36,13 @@ async def datastore_checksum(
     return checksum_of_digests(digests)
 
 
+def matches(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
+    return all(actual.get(k) == expected.get(k) for k in ("algorithm", "block_size", "checksum"))
+
+
 def check(disk_id: str, expected: dict[str, Any], actual: dict[str, Any]) -> None:
     """ChecksumMismatch unless `actual` is the point's `expected` checksum."""
-    same = (
-        actual.get("algorithm") == expected.get("algorithm")
-        and actual.get("block_size") == expected.get("block_size")
-        and actual.get("checksum") == expected.get("checksum")
-    )
-    if not same:
+    if not matches(expected, actual):
         raise ChecksumMismatch(
             f"{disk_id}: the restored disk reads back as {_show(actual)}, "
             f"the restore point has {_show(expected)}"
