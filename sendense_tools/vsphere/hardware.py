@@ -32,6 +32,7 @@ CONFIG_PATHS = [
 ]
 
 DEFAULT_CONTROLLER_KEY = 1000
+DEFAULT_MEMORY_MB = 1024
 # Four SCSI buses of 15 disks: more than a VM of the default hardware can hold is refused.
 DEFAULT_MAX_CONTROLLERS = 4
 
@@ -52,7 +53,7 @@ def hardware_of(session: VsphereSession, obj: vim.VirtualMachine | vim.vm.Snapsh
         **location_of(session, vm),
         "num_cpus": int(config.get("config.hardware.numCPU") or 1),
         "cores_per_socket": int(config.get("config.hardware.numCoresPerSocket") or 1),
-        "memory_mb": int(config.get("config.hardware.memoryMB") or 0),
+        "memory_mb": int(config.get("config.hardware.memoryMB") or DEFAULT_MEMORY_MB),
         "guest_id": config.get("config.guestId") or "otherGuest",
         "firmware": "efi" if config.get("config.firmware") == "efi" else "bios",
         "version": config.get("config.version") or None,
@@ -100,8 +101,8 @@ def _disks(devices: list[Any]) -> list[dict]:
             {
                 "disk_id": info.disk_id,
                 "capacity": info.capacity,
-                "controller_key": d.controllerKey,
-                "unit": d.unitNumber,
+                "controller_key": int(d.controllerKey),
+                "unit": int(d.unitNumber),
                 "thin": bool(getattr(d.backing, "thinProvisioned", False)),
                 "file": info.file,
             }
@@ -183,7 +184,7 @@ def default_hardware(disks: list[dict], name: str | None = None) -> dict:
         "resource_pool": None,
         "num_cpus": 1,
         "cores_per_socket": 1,
-        "memory_mb": 1024,
+        "memory_mb": DEFAULT_MEMORY_MB,
         "guest_id": "otherGuest",
         "firmware": "bios",
         "version": None,

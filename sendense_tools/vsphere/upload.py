@@ -68,6 +68,16 @@ def _status_error(file: str, status: int, reason: str) -> VsphereError:
     return VsphereError(f"upload of {file}: vCenter answered HTTP {status} {reason}")
 
 
+def _early_answer(conn: http.client.HTTPSConnection) -> tuple[int, str] | None:
+    """The status a server sent when it stopped reading the body: a refusal (401, 507...)
+    tells more than the broken pipe the sender saw."""
+    try:
+        resp = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+    return resp.status, resp.reason
+
+
 def _watch(conn: http.client.HTTPSConnection, cancel: threading.Event, done: threading.Event):
     """Shut the socket down when `cancel` is set, so that a send blocked on it returns."""
     while not done.wait(CANCEL_POLL):
@@ -133,6 +143,9 @@ def put_file(
     except (OSError, http.client.HTTPException) as exc:
         if cancel is not None and cancel.is_set():
             raise UploadCancelled(f"upload of {file} cancelled") from None
+        early = _early_answer(conn)
+        if early is not None and early[0] not in (200, 201, 204):
+            raise _status_error(file, *early) from None
         raise VsphereError(f"upload of {file} failed: {exc}") from None
     finally:
         done.set()

@@ -235,13 +235,22 @@ def _gone(fault: Any) -> bool:
     return isinstance(fault, vmodl.fault.ManagedObjectNotFound)
 
 
+def _power_off(session: VsphereSession, vm: vim.VirtualMachine) -> None:
+    try:
+        task = session.call(vm.PowerOffVM_Task)
+        wait_task(session, task, f"power off {vm._moId}", POWER_TIMEOUT)
+    except TaskError as exc:
+        # Off already (someone else, or a guest shutdown, was quicker): what was wanted.
+        if not isinstance(exc.fault, vim.fault.InvalidPowerState):
+            raise
+
+
 def destroy_vm(session: VsphereSession, vm: vim.VirtualMachine) -> None:
     """Power the VM off if it is on and destroy it with its files; a VM already gone is fine."""
     try:
         state = read_props(session, vm, ["runtime.powerState"]).get("runtime.powerState")
         if state == "poweredOn":
-            task = session.call(vm.PowerOffVM_Task)
-            wait_task(session, task, f"power off {vm._moId}", POWER_TIMEOUT)
+            _power_off(session, vm)
         task = session.call(vm.Destroy_Task)
         wait_task(session, task, f"destroy {vm._moId}", DESTROY_TIMEOUT)
     except vmodl.fault.ManagedObjectNotFound:

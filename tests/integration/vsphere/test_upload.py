@@ -189,3 +189,27 @@ def test_http_errors_are_one_line_naming_the_file(tmp_path, status, says):
     message = str(err.value)
     assert f"[ds1] {status}/vm_disk0-flat.vmdk" in message and says in message
     assert f"HTTP {status}" in message and "\n" not in message
+
+
+class RefusingAtOnce(http.server.BaseHTTPRequestHandler):
+    """Refuses a PUT with 401 before reading its body, and closes, as a proxy may."""
+
+    def do_PUT(self) -> None:
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_refusal_before_the_body_is_read_names_the_status(tmp_path):
+    with tls_server(tmp_path, RefusingAtOnce) as (port, trust):
+        url = f"https://127.0.0.1:{port}/folder/vm/vm_disk0-flat.vmdk?dcPath=DC0&dsName=ds1"
+        with pytest.raises(VsphereError) as err:
+            put_file(trust, "c=1", url, 256 * MIB, (bytes(MIB) for _ in range(256)))
+    message = str(err.value)
+    assert "refused the upload of [ds1] vm/vm_disk0-flat.vmdk (HTTP 401" in message
