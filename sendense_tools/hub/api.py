@@ -1,4 +1,5 @@
-"""The hub's HTTP API (aiohttp): backups, NBD slot pools, health and metrics."""
+"""The hub's HTTP API (aiohttp): backups, NBD slot pools, health and metrics (restores:
+restore_api.py, in the same OPERATIONS and the same STATUSES)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The hub's domain errors: what went wrong with a backup, in words for a person.
+"""The hub's domain errors: what went wrong with a backup or a restore, in words for a person.
 
 The hub layers raise these; `hub/api.py` gives each its HTTP status in one table.
 """
@@ -21,8 +21,8 @@ class NotActive(HubError):
 
 
 class Finishing(HubError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"backup {job_id} is already finishing")
+    def __init__(self, job_id: str, kind: str = "backup") -> None:
+        super().__init__(f"{kind} {job_id} is already finishing")
 
 
 class NotFinished(HubError):

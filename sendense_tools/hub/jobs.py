@@ -21,18 +21,16 @@ from sendense_tools.hub.endings import Endings
 from sendense_tools.hub.errors import (
     BackupNotFound,
     Finishing,
-    HubError,
     NodeNotFound,
-    NodeRefused,
     NotActive,
     NotFinished,
-    StartAborted,
     UnknownDisk,
     VmBusy,
 )
-from sendense_tools.hub.exports import Export, ExportError, start_export
-from sendense_tools.hub.images import ImageError, StorageError, create_image
+from sendense_tools.hub.exports import Export
+from sendense_tools.hub.images import create_image
 from sendense_tools.hub.job import Job
+from sendense_tools.hub.lifecycle import Lifecycle
 from sendense_tools.hub.nodeclient import NodeClient
 from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.parent import choose_parent
@@ -49,7 +47,7 @@ from sendense_tools.hub.verify import ImageChecker
 log = logging.getLogger(__name__)
 
 
-class JobManager:
+class JobManager(Lifecycle):
     def __init__(
         self,
         config: HubConfig,
@@ -71,23 +69,12 @@ class JobManager:
         )
         self._jobs: dict[str, Job] = {}
         self._reserved: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task] = set()
-        # Start and finish tasks may be cancelled at shutdown; teardown tasks run to the end.
-        self._interruptible: set[asyncio.Task] = set()
+        super().__init__()
         self.points = PointChecker(store, ImageChecker(store))
         self.endings = Endings(store, allocator, self.repository, self.points, self._jobs)
         self.restores = RestoreManager(self)
 
     # -- helpers --------------------------------------------------------------
-
-    def _spawn(self, coro: Any, interruptible: bool = False) -> asyncio.Task:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if interruptible:
-            self._interruptible.add(task)
-            task.add_done_callback(self._interruptible.discard)
-        return task
 
     def node_client(self, node: str) -> NodeClient:
         entry = self.nodes[node]
@@ -174,7 +161,7 @@ class JobManager:
         return specs
 
     async def _bring_up(self, job: Job, specs: list[dict[str, Any]], info: dict) -> None:
-        try:
+        async def steps() -> None:
             psk = write_psk(self.key_root, job) if job.key_dir is not None else None
             parent = job.plan.parent
             await asyncio.gather(
@@ -187,79 +174,19 @@ class JobManager:
                     for s in specs
                 )
             )
-            for s in specs:
-                export = await start_export(
-                    s["disk_id"],
-                    self.layout.address(job.node, s["nbd_port"]),
-                    s["export_name"],
-                    Path(s["qcow2_path"]),
-                    self.export_options,
-                    self._on_export_exit(job),
-                    tls_dir=job.key_dir,
-                )
-                job.exports[s["disk_id"]] = export
-                self.store.set_pid(job.node, s["nbd_port"], export.pid)
-            await asyncio.gather(*(e.wait_ready() for e in job.exports.values()))
+            await self._start_exports(job, specs, self.export_options)
             targets = self.store.job_row(job.id)["nbd_targets"]  # type: ignore[index]
             body = start_body(job, info.get("moref") or job.vm, targets, psk)
             job.node_started = True
             await job.client.start(body)
-        except NodeRefused as exc:
-            job.node_started = False
-            await self._fail_start(job, "failed", str(exc))
-            raise
-        except (ExportError, ImageError, StorageError, HubError) as exc:
-            await self._fail_start(job, "failed", str(exc))
-            raise
-        except asyncio.CancelledError as exc:
-            if job.ending is None:
-                await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
-                raise
-            # Our own cancel (see `_end`): the job ends, the caller hears why.
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            status, reason = job.ending
-            await self._fail_start(job, status, reason)
-            if status == "cancelled":
-                raise StartAborted(f"backup {job.id} ended while starting: {reason}") from None
-            raise ExportError(reason) from None
-        except BaseException as exc:
-            await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
-            raise
-        job.starter = None
-        if job.closing:
-            return  # the node's final report came during the start call
+
+        if not await self._guarded_start(job, steps):
+            return
         self.store.set_status(job.id, "running")
         watching = watch(job, self.config.jobs.stall_timeout, self._take_final, self._end)
         job.watcher = self._spawn(watching, interruptible=True)
 
-    async def _fail_start(self, job: Job, status: str, reason: str) -> None:
-        job.starter = None
-        job.closing = True
-        await asyncio.shield(self.endings.teardown(job, status, reason))
-
     # -- crash, cancel, stop --------------------------------------------------
-
-    def _on_export_exit(self, job: Job):
-        def on_exit(export: Export) -> None:
-            if job.closing:
-                return
-            reason = export.exit_reason()
-            log.error("backup %s: %s", job.id, reason)
-            self._end(job, "failed", reason)
-
-        return on_exit
-
-    def _end(self, job: Job, status: str, reason: str) -> asyncio.Task | None:
-        """End a job from outside its own flow; the task to wait on, None if it is ending."""
-        if job.closing:
-            return None
-        if job.starter is not None:
-            if job.ending is None:
-                job.ending = (status, reason)
-                job.starter.cancel()
-            return job.starter
-        job.closing = True
-        return self._spawn(self.endings.teardown(job, status, reason))
 
     def _active_job(self, job_id: str) -> Job:
         row = self.store.job_row(job_id)

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -22,19 +21,16 @@ from pydantic import ValidationError
 from sendense_tools.hub.chaincheck import check_chain
 from sendense_tools.hub.errors import (
     Finishing,
-    HubError,
     NameBusy,
     NodeNotFound,
-    NodeRefused,
     NotActive,
     NotCompleted,
     RestoreNotFound,
-    StartAborted,
     UnknownDisk,
 )
-from sendense_tools.hub.exports import Export, ExportError, start_export
-from sendense_tools.hub.images import StorageError
+from sendense_tools.hub.exports import Export
 from sendense_tools.hub.job import Job
+from sendense_tools.hub.lifecycle import Lifecycle
 from sendense_tools.hub.plan import write_psk
 from sendense_tools.hub.restore_endings import RestoreEndings
 from sendense_tools.hub.restore_plan import (
@@ -55,22 +51,17 @@ log = logging.getLogger(__name__)
 PLACES = ("datastore", "folder", "resource_pool")
 
 
-class RestoreManager:
+class RestoreManager(Lifecycle):
     def __init__(self, jobs: JobManager) -> None:
         # The backups' manager holds what restores share with them: the store, the
         # slot allocator, the export layout and options, the node table, the keys.
+        super().__init__()
         self.jobs = jobs
         self.store = jobs.store
+        self.layout = jobs.layout
         self.options = dataclasses.replace(jobs.export_options, read_only=True)
         self._running: dict[str, Job] = {}
-        self._tasks: set[asyncio.Task] = set()
         self.endings = RestoreEndings(jobs.store, jobs.allocator, self._running)
-
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def exports(self) -> list[Export]:
         return [e for job in self._running.values() for e in job.exports.values() if e.alive]
@@ -80,7 +71,7 @@ class RestoreManager:
     async def start(self, point: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         """Restore `point` (a visible backup record) as `request` asks (RestoreRequest)."""
         # Shielded: a client that hangs up must not abandon half-started exports.
-        return await asyncio.shield(self._spawn(self._start(point, request)))
+        return await asyncio.shield(self._spawn(self._start(point, request), interruptible=True))
 
     async def _start(self, point: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         backup_id = point["id"]
@@ -128,81 +119,21 @@ class RestoreManager:
     async def _bring_up(
         self, job: Job, specs: list[dict], target: dict[str, Any], hardware: dict[str, Any]
     ) -> None:
-        layout = self.jobs.layout
-        try:
+        async def steps() -> None:
             psk = write_psk(self.jobs.key_root, job) if job.key_dir is not None else None
-            for s in specs:
-                export = await start_export(
-                    s["disk_id"],
-                    layout.address(job.node, s["nbd_port"]),
-                    s["export_name"],
-                    Path(s["qcow2_path"]),
-                    self.options,
-                    self._on_export_exit(job),
-                    tls_dir=job.key_dir,
-                )
-                job.exports[s["disk_id"]] = export
-                self.store.set_pid(job.node, s["nbd_port"], export.pid)
-            await asyncio.gather(*(e.wait_ready() for e in job.exports.values()))
-            body = restore_body(job, target, hardware, layout.target_host(), specs, psk)
+            await self._start_exports(job, specs, self.options)
+            host = self.layout.target_host()
+            body = restore_body(job, target, hardware, host, specs, psk)
             job.node_started = True
             await job.client.restore_start(body)
-        except NodeRefused as exc:
-            job.node_started = False
-            await self._fail_start(job, "failed", str(exc))
-            raise
-        except (ExportError, StorageError, HubError) as exc:
-            await self._fail_start(job, "failed", str(exc))
-            raise
-        except asyncio.CancelledError as exc:
-            if job.ending is None:
-                await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
-                raise
-            # Our own cancel (see `_end`): the restore ends, the caller hears why.
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            status, reason = job.ending
-            await self._fail_start(job, status, reason)
-            if status == "cancelled":
-                raise StartAborted(f"restore {job.id} ended while starting: {reason}") from None
-            raise ExportError(reason) from None
-        except BaseException as exc:
-            await self._fail_start(job, "failed", f"start interrupted: {exc!r}")
-            raise
-        job.starter = None
-        if job.closing:
-            return  # the node's final report came during the start call
+
+        if not await self._guarded_start(job, steps):
+            return
         self.store.end_restore(job.id, "running")
         stall = self.jobs.config.jobs.stall_timeout
         job.watcher = self._spawn(watch(job, stall, self._take_final, self._end, judge))
 
-    async def _fail_start(self, job: Job, status: str, reason: str) -> None:
-        job.starter = None
-        job.closing = True
-        await asyncio.shield(self.endings.teardown(job, status, reason))
-
-    # -- crash, cancel, reports -----------------------------------------------
-
-    def _on_export_exit(self, job: Job):
-        def on_exit(export: Export) -> None:
-            if job.closing:
-                return
-            reason = export.exit_reason()
-            log.error("restore %s: %s", job.id, reason)
-            self._end(job, "failed", reason)
-
-        return on_exit
-
-    def _end(self, job: Job, status: str, reason: str) -> asyncio.Task | None:
-        """End a restore from outside its own flow; the task to wait on, None if ending."""
-        if job.closing:
-            return None
-        if job.starter is not None:
-            if job.ending is None:
-                job.ending = (status, reason)
-                job.starter.cancel()
-            return job.starter
-        job.closing = True
-        return self._spawn(self.endings.teardown(job, status, reason))
+    # -- cancel, reports --------------------------------------------------------
 
     def _active(self, restore_id: str) -> Job:
         row = self.store.restore_row(restore_id)
@@ -210,7 +141,7 @@ class RestoreManager:
             raise RestoreNotFound(restore_id)
         job = self._running.get(restore_id)
         if row["status"] in ACTIVE and job is not None and job.closing:
-            raise Finishing(restore_id)
+            raise Finishing(restore_id, "restore")
         if row["status"] not in ACTIVE or job is None:
             raise NotActive(restore_id, row["status"], "restore")
         return job
@@ -226,7 +157,7 @@ class RestoreManager:
     def progress(self, restore_id: str, report: dict[str, Any]) -> dict[str, Any]:
         job = self._active(restore_id)
         if job.ending is not None:
-            raise Finishing(restore_id)
+            raise Finishing(restore_id, "restore")
         if not job.node_started:
             raise NotActive(restore_id, "pending", "restore")
         for d in report["disks"]:
@@ -265,6 +196,8 @@ class RestoreManager:
 
     async def shutdown(self) -> None:
         """Hub stopping: every restore in flight fails, its node is told, its exports stop."""
+        for task in list(self._interruptible):
+            task.cancel()
         for job in list(self._running.values()):
             self._end(job, "failed", "hub stopped")
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from sendense_tools.hub import jobs as jobs_module
+from sendense_tools.hub import lifecycle
 from sendense_tools.hub.exports import Export
 from sendense_tools.hub.verify import ImageChecker
 
@@ -51,7 +52,7 @@ async def hold(h, monkeypatch, phase: str) -> Held:
         monkeypatch.setattr(jobs_module, "create_image", gate.wrap(jobs_module.create_image))
     elif phase.startswith("starting export"):
         gate.at = int(phase.rsplit(" ", 1)[1])
-        monkeypatch.setattr(jobs_module, "start_export", gate.wrap(jobs_module.start_export))
+        monkeypatch.setattr(lifecycle, "start_export", gate.wrap(lifecycle.start_export))
     elif phase == "telling the node":
         h.node.hold_start = gate.opened
         gate.reached = h.node.start_entered
@@ -150,7 +151,7 @@ async def test_a_second_client_cancels_a_12_disk_backup_while_pending(
     h = await make_hub(ports=12, tls_psk=False)
     h.node.vms["big01"] = [16 * MiB] * 12
     gate = Gate(at=6)
-    monkeypatch.setattr(jobs_module, "start_export", gate.wrap(jobs_module.start_export))
+    monkeypatch.setattr(lifecycle, "start_export", gate.wrap(lifecycle.start_export))
     start = asyncio.create_task(h.call("POST", "/api/v1/backups", {"vm": "big01", "node": "node1"}))
     await wait_for(gate.reached, "its seventh export")
     backup_id = await pending_id(h)

@@ -11,19 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from sendense_tools.hub import lifecycle
+
 from .chains import Vm
-from .conftest import MiB
+from .conftest import Gate, MiB, wait_for
 from .restoring import assert_restore_left_nothing, point, restore, scripted_node, wait_restore
 
 pytestmark = pytest.mark.asyncio
-
-
-async def wait_for(event: asyncio.Event, what: str) -> None:
-    try:
-        async with asyncio.timeout(60):
-            await event.wait()
-    except TimeoutError:
-        raise AssertionError(f"the scripted node never got to {what}") from None
 
 
 async def test_a_wrong_read_back_checksum_fails_even_when_the_node_says_verified(
@@ -240,3 +234,25 @@ async def test_a_name_being_restored_is_refused_a_second_time(make_hub, tmp_path
     record = await wait_restore(h, first["id"])
     assert record["status"] == "completed", record["error"]
     await assert_restore_left_nothing(h, tmp_path, first["id"])
+
+
+async def test_cancel_while_the_exports_start_ends_the_start_and_leaves_nothing(
+    make_hub, tmp_path, monkeypatch
+):
+    h = await make_hub(ports=4)
+    full = await point(h, Vm(h))
+    script = scripted_node(h)
+    gate = Gate(at=1)
+    monkeypatch.setattr(lifecycle, "start_export", gate.wrap(lifecycle.start_export))
+    starting = asyncio.create_task(restore(h, full["id"]))
+    await wait_for(gate.reached, "starting its second export")
+    _, pending = await h.call("GET", "/api/v1/restores?status=pending")
+    assert len(pending) == 1, pending
+    code, record = await h.call("POST", f"/api/v1/restores/{pending[0]['id']}/cancel")
+    assert code == 200, record
+    assert (record["status"], record["error"]) == ("cancelled", "cancelled by admin")
+    gate.opened.set()
+    code, body = await starting
+    assert (code, body["error"]) == (409, "start_aborted"), body
+    assert script.starts == [] and script.cancels == []
+    await assert_restore_left_nothing(h, tmp_path, pending[0]["id"])
