@@ -1,7 +1,9 @@
 #!/bin/bash
 # `make demo`: the whole product on the embedded lab. Starts (or reuses) the
 # hub, node and vcenter containers, deploys them with Ansible, backs up the
-# seeded 3-disk VM through the hub, verifies with testinfra, and summarises.
+# seeded 3-disk VM through the hub, verifies with testinfra, changes the VM and
+# backs it up as an incremental, restores the first (full) point as a new VM,
+# and summarises.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -32,6 +34,19 @@ records = records["backups"] if isinstance(records, dict) else records
 print(max(records, key=lambda r: r["created_at"])["id"])' "$TMP/list.json"
 }
 
+point_contents() {  # {disk id: SHA-256} of a point's disks, read by qemu-nbd -r on the hub
+  "$BIN/python" -c '
+import json, sys
+for d in json.load(open(sys.argv[1]))["disk_results"]:
+    print(d["disk_id"] + "=" + d["qcow2_path"])' "$1" >"$TMP/disks.txt"
+  # shellcheck disable=SC2046
+  podman exec hub /opt/sendense/venv/bin/python -c '
+import json, sys
+from sendense_tools.nbd.digest import sha256_of_image
+print(json.dumps({d: sha256_of_image(p) for d, _, p in (a.partition("=") for a in sys.argv[1:])}))' \
+    $(cat "$TMP/disks.txt")
+}
+
 step "Backup: sendense backup start --vm $VM --mode full --wait (on the node, through the tunnel)"
 TTY=(); [ -t 1 ] && TTY=(-t)
 podman exec "${TTY[@]}" node "$SENDENSE" backup start --vm "$VM" --mode full --wait
@@ -54,17 +69,32 @@ podman exec hub "$SENDENSE" backup show "$INC" --json >"$TMP/incremental.json"
 podman exec hub "$SENDENSE" backup verify "$INC" --json >"$TMP/verify.json" || true
 # Independently of the hub's checksums: each disk of the point, read through its
 # chain by qemu-nbd -r, against the SHA-256 of the changed VM disk.
-"$BIN/python" -c '
+point_contents "$TMP/incremental.json" >"$TMP/contents.json"
+
+RESTORED="$VM-restored"
+step "Restore: the first (full) point $ID as a new VM $RESTORED (the incremental $INC stays the newest)"
+# A demo run before this one restored under the same name: remove that VM first.
+podman exec vcenter /opt/sendense/venv/bin/python -m sendense_tools.lab destroy \
+  --vcenter https://127.0.0.1/sdk --vm "$RESTORED" --insecure
+podman exec "${TTY[@]}" node "$SENDENSE" restore start --backup "$ID" --to "$RESTORED" --wait || true
+podman exec hub "$SENDENSE" restore list --backup "$ID" --json >"$TMP/restores.json"
+RID=$("$BIN/python" -c '
 import json, sys
-for d in json.load(open(sys.argv[1]))["disk_results"]:
-    print(d["disk_id"] + "=" + d["qcow2_path"])' \
-  "$TMP/incremental.json" >"$TMP/disks.txt"
-# shellcheck disable=SC2046
-podman exec hub /opt/sendense/venv/bin/python -c '
-import json, sys
-from sendense_tools.nbd.digest import sha256_of_image
-print(json.dumps({d: sha256_of_image(p) for d, _, p in (a.partition("=") for a in sys.argv[1:])}))' \
-  $(cat "$TMP/disks.txt") >"$TMP/contents.json"
+records = json.load(open(sys.argv[1]))
+records = records["restores"] if isinstance(records, dict) else records
+mine = [r for r in records if r["name"] == sys.argv[2]]
+print(max(mine, key=lambda r: r["created_at"])["id"] if mine else "")' \
+  "$TMP/restores.json" "$RESTORED")
+[ -n "$RID" ] || { echo "demo: FAILED: the hub has no restore of $ID as $RESTORED" >&2; exit 1; }
+podman exec hub "$SENDENSE" restore show "$RID"
+podman exec hub "$SENDENSE" restore show "$RID" --json >"$TMP/restore.json"
+NEWEST=$(newest)
+# Independently of the node's read-back: the new VM's disk files on the simulator's
+# datastore against the first point's qcow2 read by qemu-nbd -r on the hub.
+point_contents "$TMP/record.json" >"$TMP/full-contents.json"
+podman exec vcenter /opt/sendense/venv/bin/python -m sendense_tools.lab disks \
+  --vcenter https://127.0.0.1/sdk --vm "$RESTORED" --insecure --json >"$TMP/restored-disks.json" \
+  || echo '{"disks": []}' >"$TMP/restored-disks.json"
 
 podman exec vcenter /opt/sendense/venv/bin/python -m sendense_tools.lab snapshots \
   --vcenter https://127.0.0.1/sdk --vm "$VM" --insecure --json >"$TMP/snapshots.json"
@@ -80,7 +110,9 @@ step "Summary ($(( $(date +%s) - T0 )) s)"
 "$BIN/python" -m sendense_tools.lab summary --record "$TMP/record.json" --seed "$TMP/seed.json" \
   --snapshots "$TMP/snapshots.json" "${EXPOSURE[@]}" \
   --incremental "$TMP/incremental.json" --changes "$TMP/changes.json" \
-  --verify "$TMP/verify.json" --contents "$TMP/contents.json"
+  --verify "$TMP/verify.json" --contents "$TMP/contents.json" \
+  --restore "$TMP/restore.json" --newest "$NEWEST" --point-contents "$TMP/full-contents.json" \
+  --restored-disks "$TMP/restored-disks.json"
 
 cat <<EOT
 
@@ -90,6 +122,8 @@ The lab is still running. Look around:
   podman exec hub sendense backup list           # records on the hub
   podman exec -it node sendense backup start --vm $VM --wait   # an incremental (auto)
   podman exec hub sendense backup show ID         # a point and its chain
+  podman exec -it node sendense restore start --backup ID --to NEW_NAME --wait   # a point as a new VM
+  podman exec hub sendense restore list           # restores, each disk checked on read-back
   hub API  http://127.0.0.1:8082 (inside hub; token /etc/sendense/api-token)
   node API http://127.0.0.1:8081 (inside node), reached from the hub at its reverse port
 Remove it with: make lab-down

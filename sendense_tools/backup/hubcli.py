@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,45 +10,24 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from sendense_tools.api.cli import (
+    FINAL,
+    call,
+    checksum_text,
+    echo_json,
+    follow,
+    hub_option,
+    json_option,
+    token_option,
+)
 from sendense_tools.api.client import ApiClient
 from sendense_tools.backup.progress import DiskBars
 from sendense_tools.config import read_secret
 from sendense_tools.errors import SendenseError
 
-DEFAULT_HUB_URL = "http://127.0.0.1:8082"
-DEFAULT_TOKEN_FILE = "/etc/sendense/api-token"
-FINAL = ("completed", "failed", "cancelled")
 MODES = ("auto", "full", "incremental")
-POLL_SECONDS = 1.0
 # A chain longer than this is a loop in the records, not a history.
 MAX_CHAIN = 10000
-
-hub_option = click.option(
-    "--hub",
-    "hub_url",
-    envvar="SENDENSE_HUB_URL",
-    default=DEFAULT_HUB_URL,
-    show_default=True,
-    help="hub API URL (env SENDENSE_HUB_URL)",
-)
-token_option = click.option(
-    "--token-file",
-    envvar="SENDENSE_TOKEN_FILE",
-    default=DEFAULT_TOKEN_FILE,
-    show_default=True,
-    help="API token file, mode 0600 (env SENDENSE_TOKEN_FILE)",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
-
-
-async def _call(hub_url: str, token_file: str, method: str, path: str, body: Any = None) -> Any:
-    token = read_secret(token_file, "API token")
-    async with ApiClient(hub_url, token) as api:
-        return await api.request(method, path, body)
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
 
 
 def _records(data: Any) -> list[dict[str, Any]]:
@@ -59,11 +37,7 @@ def _records(data: Any) -> list[dict[str, Any]]:
 
 
 def _checksum(disk: dict[str, Any]) -> str:
-    """A disk's checksum as a person reads it; a record from before checksums: its SHA-256."""
-    checksum = disk.get("checksum")
-    if checksum:
-        return f"{checksum['algorithm']}:{checksum['checksum']}"
-    return f"sha256:{disk['sha256']}" if disk.get("sha256") else ""
+    return checksum_text(disk.get("checksum"), disk.get("sha256"))
 
 
 def _disk_table(record: dict[str, Any]) -> Table:
@@ -133,16 +107,12 @@ async def _chain(hub_url: str, token_file: str, backup_id: str) -> list[dict[str
 
 
 async def _wait(hub_url: str, token_file: str, backup_id: str, bars: DiskBars) -> dict:
-    token = read_secret(token_file, "API token")
-    async with ApiClient(hub_url, token) as api:
-        while True:
-            record = await api.get(f"/api/v1/backups/{backup_id}")
-            for d in record.get("disk_results") or []:
-                total = d.get("bytes_total") or d.get("capacity") or 0
-                bars.update(d["disk_id"], d.get("bytes_copied") or 0, total)
-            if record["status"] in FINAL:
-                return record
-            await asyncio.sleep(POLL_SECONDS)
+    def seen(record: dict[str, Any]) -> None:
+        for d in record.get("disk_results") or []:
+            total = d.get("bytes_total") or d.get("capacity") or 0
+            bars.update(d["disk_id"], d.get("bytes_copied") or 0, total)
+
+    return await follow(hub_url, token_file, f"/api/v1/backups/{backup_id}", seen)
 
 
 def _link(record: dict[str, Any]) -> dict[str, Any]:
@@ -186,12 +156,12 @@ def register(group: click.Group) -> None:
     ) -> None:
         """Ask the hub for a backup of VM; with --wait, follow it to the end."""
         body = {"vm": vm, "mode": mode} | ({"node": node} if node else {})
-        record = asyncio.run(_call(hub_url, token_file, "POST", "/api/v1/backups", body))
+        record = asyncio.run(call(hub_url, token_file, "POST", "/api/v1/backups", body))
         if wait and record["status"] not in FINAL:
             with DiskBars(enabled=not as_json) as bars:
                 record = asyncio.run(_wait(hub_url, token_file, record["id"], bars))
         if as_json:
-            _echo_json(record)
+            echo_json(record)
         elif wait:
             _print_record(record)
         else:
@@ -213,9 +183,9 @@ def register(group: click.Group) -> None:
         """Backup records, newest first."""
         query = urlencode({k: v for k, v in (("vm", vm), ("status", status)) if v})
         path = "/api/v1/backups" + (f"?{query}" if query else "")
-        records = _records(asyncio.run(_call(hub_url, token_file, "GET", path)))
+        records = _records(asyncio.run(call(hub_url, token_file, "GET", path)))
         if as_json:
-            _echo_json(records)
+            echo_json(records)
             return
         table = Table()
         for col in ("id", "vm", "node", "status", "created", "finished", "disks"):
@@ -242,7 +212,7 @@ def register(group: click.Group) -> None:
         chain = asyncio.run(_chain(hub_url, token_file, backup_id))
         record = chain[-1]
         if as_json:
-            _echo_json(record | {"chain": [_link(r) for r in chain]})
+            echo_json(record | {"chain": [_link(r) for r in chain]})
         else:
             _print_record(record, chain)
 
@@ -254,9 +224,9 @@ def register(group: click.Group) -> None:
     def verify(backup_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
         """Have the hub recompute the point's checksums from its whole chain and compare."""
         path = f"/api/v1/backups/{backup_id}/verify"
-        result = asyncio.run(_call(hub_url, token_file, "POST", path, {}))
+        result = asyncio.run(call(hub_url, token_file, "POST", path, {}))
         if as_json:
-            _echo_json(result)
+            echo_json(result)
         else:
             table = Table(title=f"verify {backup_id}")
             for col in ("disk", "match", "recorded", "recomputed"):
@@ -278,4 +248,4 @@ def register(group: click.Group) -> None:
             raise SendenseError(f"backup {backup_id} does not match its recorded checksum")
 
 
-__all__ = ["DEFAULT_HUB_URL", "DEFAULT_TOKEN_FILE", "register"]
+__all__ = ["register"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,10 +24,20 @@ def stderr_console() -> Console:
 
 
 class DiskBars:
-    """One bar per disk; `update` is safe to call often (rich throttles redraws)."""
+    """One bar per disk; `update` is safe to call often (rich throttles redraws).
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+    Without a terminal the bars are off; with `lines`, progress is then printed as plain
+    lines on stdout instead (a disk's line at every tenth of it, and each phase once).
+    """
+
+    LINE_STEPS = 10
+
+    def __init__(self, enabled: bool, lines: bool = False) -> None:
+        tty = sys.stderr.isatty()
+        self.enabled = enabled and tty
+        self._lines = enabled and lines and not tty
+        self._steps: dict[str, int] = {}
+        self._phase: str | None = None
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -53,6 +64,22 @@ class DiskBars:
         if disk_id not in self._tasks:
             self.add(disk_id, total)
         self._progress.update(self._tasks[disk_id], completed=done, total=total)
+        if self._lines:
+            step = min(done * self.LINE_STEPS // total, self.LINE_STEPS) if total > 0 else 0
+            if self._steps.get(disk_id) != step:
+                self._steps[disk_id] = step
+                percent = 100 * done // total if total > 0 else 0
+                click.echo(f"{disk_id}: {done:,} of {total:,} bytes ({percent}%)")
+
+    def phase(self, phase: str | None) -> None:
+        """Say once that the job entered `phase` (above the bars, or as a line)."""
+        if phase is None or phase == self._phase:
+            return
+        self._phase = phase
+        if self.enabled:
+            self._progress.console.print(f"phase: {phase}")
+        elif self._lines:
+            click.echo(f"phase: {phase}")
 
 
 def mb_per_s(nbytes: int, seconds: float) -> float:

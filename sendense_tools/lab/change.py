@@ -43,7 +43,7 @@ def scattered_writes(capacity: int, seed: str) -> list[tuple[int, bytes]]:
     return writes
 
 
-def _sha256_of_disk(path: str, capacity: int) -> str:
+def sha256_of_disk(path: str, capacity: int) -> str:
     """A flat file read as a disk of `capacity` bytes (a short file ends in zeroes)."""
     h = hashlib.sha256()
     left = capacity
@@ -89,7 +89,7 @@ def change_vm(
         finally:
             os.close(fd)
         changed = sum(len(data) for _, data in writes)
-        digest = _sha256_of_disk(flat, disk.capacity)
+        digest = sha256_of_disk(flat, disk.capacity)
         out.append(ChangedDisk(disk.disk_id, disk.capacity, changed, digest))
     return out
 

@@ -1,4 +1,5 @@
-"""`python -m sendense_tools.lab seed|snapshots ...`: the lab's vCenter simulator helpers."""
+"""`python -m sendense_tools.lab seed|change|snapshots|disks|destroy|summary`: the lab's
+vCenter simulator helpers."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from rich.console import Console
 from sendense_tools.clirun import run
 from sendense_tools.config import read_secret
 from sendense_tools.lab.change import change_vm, changed_as_dicts
+from sendense_tools.lab.restored import Restored
 from sendense_tools.lab.seed import parse_sizes, seed_vm, seeded_as_dicts
 from sendense_tools.lab.summary import DemoFacts, Incremental, render
+from sendense_tools.lab.vms import destroy_vm, disk_files, files_as_dicts
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.snapshots import list_snapshots
@@ -141,6 +144,56 @@ def snapshots(
 
 
 @lab.command()
+@vcenter_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def disks(
+    vcenter_url: str,
+    vm_name: str,
+    user: str,
+    password: str | None,
+    password_file: str | None,
+    insecure: bool,
+    thumbprint: str,
+    as_json: bool,
+) -> None:
+    """SHA-256 of each attached disk of the VM, read from the simulator's datastore."""
+    session = connect(
+        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
+    )
+    try:
+        found = disk_files(session, vm_name)
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps({"vm": vm_name, "disks": files_as_dicts(found)}, indent=2))
+    else:
+        for d in found:
+            click.echo(f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}")
+
+
+@lab.command()
+@vcenter_options
+def destroy(
+    vcenter_url: str,
+    vm_name: str,
+    user: str,
+    password: str | None,
+    password_file: str | None,
+    insecure: bool,
+    thumbprint: str,
+) -> None:
+    """Remove the VM and its files if it exists (a demo's earlier restore, say)."""
+    session = connect(
+        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
+    )
+    try:
+        removed = destroy_vm(session, vm_name)
+    finally:
+        session.close()
+    click.echo(f"removed VM {vm_name}" if removed else f"no VM {vm_name} to remove")
+
+
+@lab.command()
 @click.option("--record", type=click.File(), required=True, help="backup record JSON")
 @click.option("--seed", "seed_file", type=click.File(), required=True, help="seed JSON")
 @click.option("--snapshots", type=click.File(), required=True, help="`snapshots --json` output")
@@ -149,8 +202,23 @@ def snapshots(
 @click.option("--changes", type=click.File(), help="`change --json` output")
 @click.option("--verify", type=click.File(), help="`backup verify --json` of the incremental")
 @click.option("--contents", type=click.File(), help="{disk id: SHA-256} of the incremental")
+@click.option("--restore", type=click.File(), help="`restore show --json` of --record's point")
+@click.option("--newest", default=None, help="the VM's newest point once the restore ended")
+@click.option("--point-contents", type=click.File(), help="{disk id: SHA-256} of --record's point")
+@click.option("--restored-disks", type=click.File(), help="`disks --json` of the restored VM")
 def summary(
-    record, seed_file, snapshots, exposure: tuple[str, ...], incremental, changes, verify, contents
+    record,
+    seed_file,
+    snapshots,
+    exposure: tuple[str, ...],
+    incremental,
+    changes,
+    verify,
+    contents,
+    restore,
+    newest: str | None,
+    point_contents,
+    restored_disks,
 ) -> None:
     """Print the demo's summary tables; exit 1 unless every check passed."""
     try:
@@ -160,12 +228,25 @@ def summary(
     second = (incremental, changes, verify, contents)
     if any(second) and not all(second):
         raise click.UsageError("--incremental, --changes, --verify and --contents go together")
+    third = (restore, newest, point_contents, restored_disks)
+    if any(third) and not all(third):
+        raise click.UsageError(
+            "--restore, --newest, --point-contents and --restored-disks go together"
+        )
+    point = json.load(record)
+    restored = None
+    if restore:
+        restored = Restored(
+            json.load(restore), point, newest or "", json.load(point_contents),
+            json.load(restored_disks),
+        )  # fmt: skip
     facts = DemoFacts(
-        record=json.load(record),
+        record=point,
         seed=json.load(seed_file),
         snapshots_left=json.load(snapshots)["snapshots"],
         exposure=scores,
         incremental=Incremental(*(json.load(f) for f in second)) if incremental else None,
+        restored=restored,
     )
     if not render(facts, Console()):
         sys.exit(1)

@@ -1,5 +1,6 @@
-"""The tables `make demo` ends with: what the full wrote, checked against the seed, and
-the incremental after the lab's change, checked against the changed VM."""
+"""The tables `make demo` ends with: what the full wrote, checked against the seed, the
+incremental after the lab's change, checked against the changed VM, and the full
+restored as a new VM (lab/restored.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
+from sendense_tools.lab.restored import Restored, render_restored
+
 
 @dataclass(frozen=True)
 class DemoFacts:
@@ -17,6 +20,7 @@ class DemoFacts:
     snapshots_left: list[str]
     exposure: dict[str, float]  # unit -> systemd-analyze security score
     incremental: Incremental | None = None
+    restored: Restored | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,10 @@ def render(facts: DemoFacts, console: Console) -> bool:
     )
     console.print(table)
     points_ok = render_points(facts.incremental, console) if facts.incremental is not None else True
+    restored_ok = True
+    if facts.restored is not None:
+        newest = facts.incremental.record["id"] if facts.incremental is not None else None
+        restored_ok = render_restored(facts.restored, console, newest)
     hardened = all(score <= 1.5 for score in facts.exposure.values())
     scores = "  ".join(f"{unit} {score:.1f}" for unit, score in sorted(facts.exposure.items()))
     console.print(f"systemd-analyze security exposure (1.5 or lower): {scores}")
@@ -130,6 +138,7 @@ def render(facts: DemoFacts, console: Console) -> bool:
         and hardened
         and len(facts.exposure) == 3
         and points_ok
+        and restored_ok
     )
     console.print("[bold green]demo: all checks passed[/]" if ok else "[bold red]demo: FAILED[/]")
     return ok

@@ -11,7 +11,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_component():
     r = run("--help")
     assert r.returncode == 0
-    for group in ("tunnel", "node", "hub", "backup"):
+    for group in ("tunnel", "node", "hub", "backup", "restore"):
         assert group in r.stdout
 
 

@@ -1,0 +1,67 @@
+"""What every command that talks to the hub API shares: its options, the call, the JSON
+output, and following a job to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from sendense_tools.api.client import ApiClient
+from sendense_tools.config import read_secret
+
+DEFAULT_HUB_URL = "http://127.0.0.1:8082"
+DEFAULT_TOKEN_FILE = "/etc/sendense/api-token"
+FINAL = ("completed", "failed", "cancelled")
+POLL_SECONDS = 1.0
+
+hub_option = click.option(
+    "--hub",
+    "hub_url",
+    envvar="SENDENSE_HUB_URL",
+    default=DEFAULT_HUB_URL,
+    show_default=True,
+    help="hub API URL (env SENDENSE_HUB_URL)",
+)
+token_option = click.option(
+    "--token-file",
+    envvar="SENDENSE_TOKEN_FILE",
+    default=DEFAULT_TOKEN_FILE,
+    show_default=True,
+    help="API token file, mode 0600 (env SENDENSE_TOKEN_FILE)",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+async def call(hub_url: str, token_file: str, method: str, path: str, body: Any = None) -> Any:
+    token = read_secret(token_file, "API token")
+    async with ApiClient(hub_url, token) as api:
+        return await api.request(method, path, body)
+
+
+async def follow(
+    hub_url: str, token_file: str, path: str, seen: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Poll the job record at `path`, handing each to `seen`, until it has ended."""
+    token = read_secret(token_file, "API token")
+    async with ApiClient(hub_url, token) as api:
+        while True:
+            record = await api.get(path)
+            seen(record)
+            if record["status"] in FINAL:
+                return record
+            await asyncio.sleep(POLL_SECONDS)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def checksum_text(checksum: dict[str, Any] | None, sha256: str | None = None) -> str:
+    """A checksum as a person reads it; a record from before checksums: its SHA-256."""
+    if checksum:
+        return f"{checksum['algorithm']}:{checksum['checksum']}"
+    return f"sha256:{sha256}" if sha256 else ""
