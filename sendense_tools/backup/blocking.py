@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sendense_tools.vsphere.connection import VsphereSession
 
 T = TypeVar("T")
+# vCenter drops an idle session after 30 minutes; touching it more often keeps
+# the cookie of a long datastore transfer valid to its end.
+KEEPALIVE_SECONDS = 300.0
 
 
 async def finish_blocking(fn: Callable[..., T], *args: Any) -> tuple[T, bool]:
@@ -33,3 +41,34 @@ async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     if cancelled:
         raise asyncio.CancelledError
     return result
+
+
+async def run_stoppable(fn: Callable[..., T], stop: threading.Event, *args: Any) -> T:
+    """Run a blocking call that watches `stop`; cancelled, set `stop` and wait for it to end.
+
+    For long transfers (a datastore upload) that can be interrupted, unlike a
+    vSphere task: the cancellation is passed on once the call returned.
+    """
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await fut
+        raise
+
+
+async def keep_alive(session: VsphereSession) -> None:
+    """Touch the session every KEEPALIVE_SECONDS until cancelled."""
+    while True:
+        await asyncio.sleep(KEEPALIVE_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(session.keepalive)
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The first error inside (nested) exception groups: a TaskGroup's real reason."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

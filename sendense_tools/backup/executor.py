@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sendense_tools.backup.blocking import finish_blocking, run_blocking
+from pyVmomi import vmodl
+
+from sendense_tools.backup.blocking import finish_blocking, first_error, keep_alive, run_blocking
 from sendense_tools.backup.mode import Decision, PreviousDisk, RequestedMode
 from sendense_tools.backup.plan import DiskPlan, plan_copies, prepare_cbt
 from sendense_tools.backup.sources import open_source, refuse_other_snapshots
@@ -25,6 +28,7 @@ from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.copy import CopyCancelled, CopyProgress, CopyResult, copy_disk
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
+from sendense_tools.vsphere.hardware import hardware_of
 from sendense_tools.vsphere.inventory import DiskInfo, VmInfo, describe_vm, find_vm
 from sendense_tools.vsphere.snapshots import (
     DEFAULT_OWNER,
@@ -38,15 +42,13 @@ from sendense_tools.vsphere.snapshots import (
     snapshot_name,
 )
 
+log = logging.getLogger("sendense.backup")
 Transport = Literal["https", "vddk", "file"]
 # The steps of one backup, in order, as Hooks.on_phase names them.
 Phase = Literal[
     "connecting", "describing", "creating_snapshot", "querying_changes", "starting_sources",
     "copying", "removing_snapshot",
 ]  # fmt: skip
-# vCenter drops an idle session after 30 minutes; touching it more often keeps
-# the cookie the https transport uses valid for the whole copy.
-KEEPALIVE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ class BackupOutcome:
     mode: str = "full"
     mode_reason: str | None = None
     leftovers_removed: list[str] = field(default_factory=list)
+    # The VM's hardware as the snapshot saw it (vsphere/hardware.py); None when it
+    # could not be read, which does not fail the backup.
+    hardware: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,23 +119,11 @@ class Hooks:
     on_snapshot: Callable[[str], None] | None = None
     on_phase: Callable[[Phase], None] | None = None
     on_mode: Callable[[Decision, dict[str, DiskPlan]], None] | None = None
+    on_hardware: Callable[[dict[str, Any] | None], None] | None = None
 
     def phase(self, phase: Phase) -> None:
         if self.on_phase:
             self.on_phase(phase)
-
-
-async def _keepalive(session: VsphereSession) -> None:
-    while True:
-        await asyncio.sleep(KEEPALIVE_SECONDS)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(session.keepalive)
-
-
-def _first_error(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def backup_vm(
@@ -180,6 +173,9 @@ async def backup_vm(
                 hooks.on_snapshot(name)
             # A snapshot taken between the check above and ours: ours is then a delta too.
             await _refuse_if_not_alone(session, vm_obj, info, options, snap)
+            hardware = await _hardware(session, snap, info)
+            if hooks.on_hardware:
+                hooks.on_hardware(hardware)
             frozen = await run_blocking(snapshot_disks, session, snap)
             hooks.phase("querying_changes")
             decision, plans = await run_blocking(
@@ -214,7 +210,20 @@ async def backup_vm(
         mode=decision.mode,
         mode_reason=decision.reason,
         leftovers_removed=leftovers,
+        hardware=hardware,
     )
+
+
+async def _hardware(
+    session: VsphereSession, snap: SnapshotRef, info: VmInfo
+) -> dict[str, Any] | None:
+    """The hardware as the snapshot saw it; None (and a warning) when it cannot be read:
+    the backup is worth more than the record of the hardware."""
+    try:
+        return await run_blocking(hardware_of, session, snap.obj)
+    except (SendenseError, vmodl.MethodFault, OSError, KeyError, TypeError, ValueError) as exc:
+        log.warning("backup of %s: hardware not recorded: %s", info.name, exc)
+        return None
 
 
 async def _refuse_if_not_alone(
@@ -244,7 +253,7 @@ async def _copy_all(
 ) -> dict[str, CopyResult]:
     by_key = {d.key: d for d in frozen}
     results: dict[str, CopyResult] = {}
-    keepalive = asyncio.create_task(_keepalive(session))
+    keepalive = asyncio.create_task(keep_alive(session))
     try:
         async with contextlib.AsyncExitStack() as stack:
             hooks.phase("starting_sources")
@@ -284,7 +293,7 @@ async def _copy_all(
                     for disk in info.disks:
                         tg.create_task(one(disk))
             except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+                raise first_error(group) from None
     finally:
         keepalive.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -40,6 +40,7 @@ from sendense_tools.nbd.connect import (
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.nbd.hasher import ChangesSink, OrderedHasher, Sha256Sink, Sink
 from sendense_tools.nbd.planner import Chunk, Planner
+from sendense_tools.nbd.retry import Reconnects
 
 REQUEST_SIZE = 256 << 10  # nbdcopy's default; much larger requests measured slower
 REQUESTS_PER_WORKER = 32
@@ -47,8 +48,6 @@ SPARSE_SIZE = 4096  # zero detection granularity inside data
 HASH_BACKLOG = 64 << 20  # data read ahead of the hasher (it lags behind long zero ranges)
 CHECKPOINT_BYTES = 512 << 20  # flush this often: the most a restarted target makes us redo
 STALL_TIMEOUT = 120.0  # requests in flight and no reply for this long: treat as a dead link
-BACKOFF_START = 0.5
-BACKOFF_MAX = 5.0
 PROGRESS_INTERVAL = 0.2
 
 _IN = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -393,8 +392,7 @@ class _DiskCopy:
                     p.remove()
 
     def _run_attempts(self) -> None:
-        failing_since: float | None = None
-        delay = BACKOFF_START
+        reconnects = Reconnects(self.retry_for, self.cancelled)
         while True:
             if self.cancelled.is_set():
                 raise Stopped()
@@ -406,26 +404,16 @@ class _DiskCopy:
             except NbdFailure as f:
                 if self.cancelled.is_set():
                     raise Stopped() from None
-                if not f.transient:
-                    raise CopyError(f"{self.disk_id}: {f}") from None
                 gone = self.source.server_gone() if self.source.server_gone else None
-                if gone is not None:
+                if f.transient and gone is not None:
                     # Reconnecting cannot bring back a source whose server exited.
                     raise CopyError(f"{self.disk_id}: {gone}") from None
-                now = time.monotonic()
                 if self.planner is not None and self.planner.counters.done > done_before:
-                    failing_since, delay = None, BACKOFF_START
-                if failing_since is None:
-                    failing_since = now
-                left = self.retry_for - (now - failing_since)
-                if left <= 0:
-                    raise CopyError(
-                        f"{self.disk_id}: {f} (gave up after retrying for {self.retry_for:g} s)"
-                    ) from None
-                self.retries += 1
-                if self.cancelled.wait(min(delay, left)):
-                    raise Stopped() from None
-                delay = min(delay * 2, BACKOFF_MAX)
+                    reconnects.progressed()
+                why = reconnects.wait(f)
+                self.retries = reconnects.retries
+                if why is not None:
+                    raise CopyError(f"{self.disk_id}: {why}") from None
 
     def _attempt(self) -> None:
         src0 = open_handle(self.source, self.stop, psk_file=self.src_psk, allocation=True)

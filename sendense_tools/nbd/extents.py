@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import nbd
 
@@ -10,13 +10,18 @@ import nbd
 MAX_STATUS_REQUEST = 1 << 30
 
 Extent = tuple[int, int, bool]  # (offset, length, reads as zeroes)
+# handle.block_status's signature: (length, offset, extent callback).
+BlockStatus = Callable[[int, int, Callable[..., int]], object]
 
 
-def window(handle: nbd.NBD, offset: int, length: int) -> list[Extent]:
+def window(
+    handle: nbd.NBD, offset: int, length: int, block_status: BlockStatus | None = None
+) -> list[Extent]:
     """Extents covering a prefix of [offset, offset + length), merged and clipped.
 
     A server without base:allocation, or one whose reply covers nothing usable, gets the
-    whole window as data: reading it is always correct, only slower.
+    whole window as data: reading it is always correct, only slower. `block_status`
+    replaces the handle's blocking call (a caller that must be able to stop waiting).
     """
     length = min(length, MAX_STATUS_REQUEST)
     if length <= 0:
@@ -31,7 +36,7 @@ def window(handle: nbd.NBD, offset: int, length: int) -> list[Extent]:
             replies.append((start, list(entries)))
         return 0
 
-    handle.block_status(length, offset, collect)
+    (block_status or handle.block_status)(length, offset, collect)
     end = offset + length
     found: list[Extent] = []
     at = offset

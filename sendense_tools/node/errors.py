@@ -35,3 +35,11 @@ class VcenterError(NodeError):
 
 class SpoolError(NodeError):
     """The spool directory cannot hold a job record (full disk, permissions)."""
+
+
+class RestoreBusy(NodeError):
+    """Another restore on this node is creating a VM of the same name."""
+
+
+class BadRestore(NodeError):
+    """A restore request whose disks, sources and hardware do not agree."""

@@ -36,7 +36,7 @@ class TunnelForwards:
         lo, hi = self.ports
         return f"nbd://{self.host}:{lo}-{hi}/EXPORT"
 
-    def route(self, disk_id: str, target: NbdEndpoint) -> NbdEndpoint:
+    def route(self, disk_id: str, target: NbdEndpoint, field: str = "nbd_targets") -> NbdEndpoint:
         """`target` as reached through the tunnel; TargetRefused if it is not a forward."""
         addr = target.address
         lo, hi = self.ports
@@ -49,8 +49,10 @@ class TunnelForwards:
         else:
             return NbdEndpoint(f"nbd://{self.host}:{addr.port}/{addr.export}", target.tls)
         raise TargetRefused(
-            f"nbd_targets: {disk_id}:{target.uri}: {why} (only {self.describe()} is accepted)"
+            f"{field}: {disk_id}:{target.uri}: {why} (only {self.describe()} is accepted)"
         )
 
-    def route_all(self, targets: dict[str, NbdEndpoint]) -> dict[str, NbdEndpoint]:
-        return {disk_id: self.route(disk_id, t) for disk_id, t in targets.items()}
+    def route_all(
+        self, targets: dict[str, NbdEndpoint], field: str = "nbd_targets"
+    ) -> dict[str, NbdEndpoint]:
+        return {disk_id: self.route(disk_id, t, field) for disk_id, t in targets.items()}

@@ -62,6 +62,8 @@ class Job:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Why the job was stopped from outside (the error its cancelled record shows).
     stop_reason: str = "cancelled"
+    # The VM's hardware as the snapshot saw it, once read (null when it could not be).
+    hardware: dict[str, Any] | None = None
 
     def stop(self, reason: str = "cancelled") -> None:
         """Cancel a running job: the copy stops, the snapshot is removed, it ends `cancelled`."""
@@ -80,6 +82,7 @@ class Job:
             "mode_reason": self.mode_reason,
             "error": self.error,
             "disks": [d.as_dict() for d in self.disks.values()],
+            "hardware": self.hardware,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,7 +100,12 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "disks": self.hub_report()["disks"],
+            "hardware": self.hardware,
         }
+
+    def as_record(self) -> dict[str, Any]:
+        """The job's record in the spool: what GET shows."""
+        return self.as_dict()
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
@@ -116,4 +124,5 @@ class Job:
             error=record.get("error"),
             started_at=record["started_at"],
             finished_at=record.get("finished_at"),
+            hardware=record.get("hardware"),
         )

@@ -1,8 +1,6 @@
 """Backups running on this node: one per VM at a time, each reporting to the hub.
 
-Every job is recorded in the spool when it starts and when it ends, so that a
-restarted node still answers for the jobs of its previous run and can clean up
-after the ones it crashed in (node/recovery.py).
+The spool, the reports and the stop are node/jobbook.py's, shared with restores.
 """
 
 from __future__ import annotations
@@ -26,29 +24,24 @@ from sendense_tools.backup.targets import TargetMismatch, match_targets
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.copy import CopyProgress
 from sendense_tools.nbd.endpoint import NbdEndpoint
-from sendense_tools.node.errors import (
-    BadTargets,
-    JobExists,
-    JobNotFound,
-    SpoolError,
-    VcenterError,
-    VmBusy,
-)
+from sendense_tools.node.errors import BadTargets, VcenterError, VmBusy
 from sendense_tools.node.job import DiskState, Job
+from sendense_tools.node.jobbook import JobBook
 from sendense_tools.node.outbox import ReportOutbox
 from sendense_tools.node.reporter import HubReporter
-from sendense_tools.node.stopping import BACKUPS_WAIT_DEFAULT, REPORT_GRACE
+from sendense_tools.node.stopping import BACKUPS_WAIT_DEFAULT
 from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import VmInfo, VmNotFound, describe_vm
 from sendense_tools.vsphere.snapshots import snapshot_name
 
 log = logging.getLogger("sendense.node")
-# Finished jobs kept for GET /api/v1/backup/{job_id}; the hub keeps the history.
-KEEP_FINISHED = 200
 CRASHED = "node restarted during the backup"
 
 
-class JobManager:
+class JobManager(JobBook[Job]):
+    kind = "backup"
+    crashed = CRASHED
+
     def __init__(
         self,
         vcenter: Callable[[], VcenterParams],
@@ -58,19 +51,11 @@ class JobManager:
         stop_wait: float = BACKUPS_WAIT_DEFAULT,
         on_abandon: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(reporter, outbox, Job.from_record, stop_wait, on_abandon)
         # A callable so a rotated password file is read at each backup.
         self.vcenter = vcenter
         self.options = options
-        self.reporter = reporter
-        self.outbox = outbox
-        self.spool = outbox.spool
-        # How long a stop waits for cancelled backups (node/stopping.py), and what
-        # it does with those that did not end in time.
-        self.stop_wait = stop_wait
-        self.on_abandon = on_abandon
-        self.jobs: dict[str, Job] = {}
         self._active_vm: dict[str, str] = {}  # moref -> job_id
-        self.background: list[asyncio.Task] = []
 
     async def describe(self, vm: str) -> VmInfo:
         def run() -> VmInfo:
@@ -112,100 +97,18 @@ class JobManager:
             info.moref,
             {d.disk_id: DiskState(d.disk_id, d.capacity) for d in info.disks},
         )
-        # Recorded before anything exists in vCenter: a crash from here on is found at start.
-        self.spool.save_job(job.as_dict())
-        self._forget_old()
-        self.jobs[job_id] = job
+        self._register(job)
         self._active_vm[info.moref] = job_id
         job.task = asyncio.create_task(
             self._run(job, targets, mode, changed_since), name=f"backup-{job_id}"
         )
         return job
 
-    def _refuse_existing(self, job_id: str) -> None:
-        if job_id in self.jobs:
-            raise JobExists(f"job {job_id} already exists on this node")
-
-    def _forget_old(self) -> None:
-        finished = [j for j in self.jobs.values() if j.finished_at is not None]
-        for job in sorted(finished, key=lambda j: j.finished_at or 0)[: -KEEP_FINISHED or None]:
-            del self.jobs[job.job_id]
-            self.spool.forget_job(job.job_id)
-
-    def get(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(f"job {job_id} does not exist on this node")
-        return job
-
-    def cancel(self, job_id: str) -> Job:
-        job = self.get(job_id)
-        job.stop()
-        return job
-
-    def running(self) -> int:
-        return sum(1 for j in self.jobs.values() if j.status == "running")
-
-    # -- a previous run's jobs ---------------------------------------------------
-
     def restore(self) -> list[Job]:
-        """Load the previous run's jobs; return those it crashed in (now failed, to clean up).
-
-        Their records stay `running` on disk until the clean-up is done, so a
-        crash during it is found again at the next start.
-        """
-        records = self.spool.jobs()
-        for job_id, entry in self.spool.reports().items():
-            # The node stopped between spooling the final report and rewriting the record.
-            if records.get(job_id, {}).get("status", "running") == "running":
-                records[job_id] = entry["job"]
-                self._save(entry["job"])
-        crashed = []
-        for record in records.values():
-            try:
-                job = Job.from_record(record)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                log.error("spool: ignoring the malformed record of %r: %r", record, exc)
-                continue
-            if job.status == "running":
-                job.status, job.phase, job.finished_at = "failed", None, time.time()
-                job.error = f"{CRASHED}; removing snapshot {snapshot_name(job.job_id)}"
-                crashed.append(job)
-            self.jobs[job.job_id] = job
-        self._forget_old()
+        crashed = super().restore()
+        for job in crashed:
+            job.error = f"{CRASHED}; removing snapshot {snapshot_name(job.job_id)}"
         return crashed
-
-    def finish_recovered(self, job: Job, what: str) -> None:
-        """A crashed job cleaned up (`what` says how): the hub is told, the record closed."""
-        job.error = f"{CRASHED}; {what}"
-        log.warning("backup %s of %s: %s", job.job_id, job.vm, job.error)
-        self._close(job)
-
-    # -- running -----------------------------------------------------------------
-
-    async def shutdown(self) -> None:
-        """Cancel every running backup and clean-up; wait (bounded) for them to end.
-
-        Each lets its vSphere call in flight end and removes its snapshot. What is
-        still running after `stop_wait` is left to the next start (its record
-        still says running) and handed to `on_abandon`.
-        """
-        for job in self.jobs.values():
-            if job.status == "running" and job.task is not None:
-                job.cancel.set()
-        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
-        tasks += [t for t in self.background if not t.done()]
-        for task in tasks:
-            task.cancel()
-        late: set[asyncio.Task] = set()
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.stop_wait)
-        await self.outbox.drain(REPORT_GRACE)
-        if late:
-            log.error("%d backup(s) or clean-up(s) still running after %.0f s: left to the "
-                      "next start", len(late), self.stop_wait)  # fmt: skip
-            if self.on_abandon is not None:
-                self.on_abandon()
 
     async def _run(
         self,
@@ -236,8 +139,12 @@ class JobManager:
                     d.change_id = plan.change_id
             job.changed.set()
 
+        def on_hardware(hardware: dict | None) -> None:
+            job.hardware = hardware
+            job.changed.set()
+
         hooks = Hooks(on_progress=on_progress, on_snapshot=on_snapshot, on_phase=on_phase,
-                      on_mode=on_mode)  # fmt: skip
+                      on_mode=on_mode, on_hardware=on_hardware)  # fmt: skip
         reporting = asyncio.create_task(self.reporter.follow(job))
         try:
             outcome: BackupOutcome = await backup_vm(
@@ -269,15 +176,3 @@ class JobManager:
                 await reporting
             log.info("backup %s of %s %s %s", job.job_id, job.vm, job.status, job.error or "")
             self._close(job)
-
-    def _close(self, job: Job) -> None:
-        # The report first: a crash before the record is rewritten still finds it (restore).
-        record = job.as_dict()
-        self.outbox.submit(job.job_id, record, job.hub_report())
-        self._save(record)
-
-    def _save(self, record: dict) -> None:
-        try:
-            self.spool.save_job(record)
-        except SpoolError as exc:
-            log.error("job %s: %s", record.get("job_id"), exc)

@@ -12,7 +12,7 @@ from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.errors import SendenseError
 
 if TYPE_CHECKING:
-    from sendense_tools.node.job import Job
+    from sendense_tools.node.jobbook import BookJob as Job
 
 log = logging.getLogger("sendense.node")
 # 4xx answers that mean "not now" rather than "never".
@@ -27,8 +27,12 @@ class Delivery(Enum):
     RETRY = "retry"
 
 
+BACKUP_REPORTS = "/api/v1/backups/{job_id}/progress"
+RESTORE_REPORTS = "/api/v1/restores/{job_id}/progress"
+
+
 class HubReporter:
-    """PUT /api/v1/backups/{id}/progress.
+    """PUT <path> (BACKUP_REPORTS, RESTORE_REPORTS) with a job's reports.
 
     While a job runs: a report when something changed, at most every `interval`
     seconds, and at least every `heartbeat` seconds even when nothing did (vCenter
@@ -37,16 +41,29 @@ class HubReporter:
     """
 
     def __init__(
-        self, hub_url: str, token: str, interval: float = 1.0, heartbeat: float = 30.0
+        self,
+        hub_url: str,
+        token: str,
+        interval: float = 1.0,
+        heartbeat: float = 30.0,
+        path: str = BACKUP_REPORTS,
+        kind: str = "backup",
     ) -> None:
         self.hub_url = hub_url
         self.token = token
         self.interval = interval
         self.heartbeat = heartbeat
+        self.path = path
+        self.kind = kind
+
+    def for_restores(self) -> HubReporter:
+        """The same hub, token and pace, for restore reports."""
+        return HubReporter(self.hub_url, self.token, self.interval, self.heartbeat,
+                           RESTORE_REPORTS, "restore")  # fmt: skip
 
     async def _put(self, job_id: str, report: dict[str, Any]) -> None:
         async with ApiClient(self.hub_url, self.token, timeout=30) as api:
-            await api.put(f"/api/v1/backups/{job_id}/progress", report)
+            await api.put(self.path.format(job_id=job_id), report)
 
     async def follow(self, job: Job) -> None:
         """Report running progress while the job runs (cancelled when it ends)."""
@@ -68,8 +85,8 @@ class HubReporter:
                 if exc.status in HUB_ENDED:
                     # The hub failed or lost this job (its restart, a stall, a cancel
                     # the node never heard): copying on would only hold the snapshot.
-                    log.warning("hub ended backup %s: %s; stopping it", job.job_id, exc)
-                    job.stop(f"the hub ended this backup: {exc.message}")
+                    log.warning("hub ended %s %s: %s; stopping it", self.kind, job.job_id, exc)
+                    job.stop(f"the hub ended this {self.kind}: {exc.message}")
                     return
                 log.warning("progress report for %s failed: %s", job.job_id, exc)
             except SendenseError as exc:

@@ -104,8 +104,12 @@ class NodeJob(BaseModel):
     started_at: float
     finished_at: float | None
     disks: list[JobDisk]
+    hardware: dict[str, Any] | None = Field(
+        default=None, description="the VM's hardware as the snapshot saw it, once read"
+    )
 
 
 class NodeHealth(BaseModel):
     status: Literal["ok"]
     running_backups: int = Field(ge=0)
+    running_restores: int = Field(ge=0)

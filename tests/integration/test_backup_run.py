@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sendense_tools.nbd.digest import sha256_of_nbd
+from sendense_tools.vsphere.hardware import hardware_of
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.snapshots import create_snapshot, remove_snapshot
 from tests.fixtures.ports import free_port
@@ -55,6 +56,12 @@ def test_https_backup_lands_seeded_content_from_one_snapshot(
     for d, target in zip(vcsim.disks, made, strict=True):
         assert sha256_of_nbd(target.uri) == d.sha256
     assert result["snapshot"] == "sendense-t-https"
+    session = vcsim.session()
+    try:
+        # As the snapshot saw it, which is the VM as it still is.
+        assert result["hardware"] == hardware_of(session, find_vm(session, vcsim.vm))
+    finally:
+        session.close()
     assert snapshot_watch.seen == ["sendense-t-https"]
     assert remaining_snapshots(vcsim) == []
 

@@ -27,6 +27,7 @@ from tests.fixtures.bad_requests import bad_requests
 from tests.fixtures.ports import free_port, free_port_range, port_is_listening
 from tests.fixtures.procs import stop_process
 from tests.fixtures.rawhttp import raw_request
+from tests.fixtures.restores import restore_manager
 from tests.fixtures.schemathesis import operations_tested, run_schemathesis
 from tests.fixtures.vcsim import remaining_snapshots
 
@@ -76,8 +77,9 @@ async def serve_node(vcsim, hub, forwards: TunnelForwards, spool_dir: Path):
         reporter,
         ReportOutbox(Spool(spool_dir).open(), reporter, retry_initial=0.1, retry_max=0.5),
     )
+    restores = restore_manager(lambda: vcsim.params(), reporter, spool_dir)
     port = free_port()
-    runner = await serve_app(make_app(jobs, TOKEN, forwards), "127.0.0.1", port)
+    runner = await serve_app(make_app(jobs, TOKEN, forwards, restores), "127.0.0.1", port)
     return f"http://127.0.0.1:{port}", jobs, runner
 
 
@@ -472,7 +474,7 @@ async def test_the_document_lists_every_route_and_is_public(node_url, vcsim, hub
         doc = await resp.json()
     assert doc["security"] == [{"bearer": []}]
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
-    app = make_app(None, TOKEN, TunnelForwards("127.0.0.1", (1, 2)))  # type: ignore[arg-type]
+    app = make_app(None, TOKEN, TunnelForwards("127.0.0.1", (1, 2)), None)  # type: ignore[arg-type]
     assert documented == {
         (r.method, r.resource.canonical) for r in app.router.routes() if r.method != "*"
     }

@@ -15,9 +15,11 @@ from sendense_tools.node.forwards import TunnelForwards
 from sendense_tools.node.jobs import JobManager
 from sendense_tools.node.outbox import ReportOutbox
 from sendense_tools.node.reporter import HubReporter
+from sendense_tools.node.restores import RestoreManager
 from sendense_tools.node.spool import Spool
 from tests.fixtures.ports import free_port
 from tests.fixtures.recording_hub import RecordingHub
+from tests.fixtures.restores import restore_manager
 from tests.fixtures.vcsim import VcsimLab, seeded_vcsim
 
 TOKEN = "node-token-for-tests"
@@ -43,10 +45,11 @@ def slow_vcsim() -> Iterator[VcsimLab]:
 
 
 class InProcessNode:
-    """JobManager and its API in the test's own loop, so the test can look inside."""
+    """JobManager, RestoreManager and their API in the test's own loop, to look inside."""
 
-    def __init__(self, jobs: JobManager, url: str, spool: Path) -> None:
+    def __init__(self, jobs: JobManager, restores: RestoreManager, url: str, spool: Path) -> None:
         self.jobs = jobs
+        self.restores = restores
         self.url = url
         self.spool = spool
 
@@ -70,13 +73,15 @@ async def make_node(tmp_path):
         jobs = JobManager(
             lambda: lab.params(), BackupOptions(retry_for=2), reporter, outbox, stop_wait
         )
+        restores = restore_manager(lambda: lab.params(), reporter, spool_dir)
         port = free_port()
-        app = make_app(jobs, TOKEN, TunnelForwards("127.0.0.1", (1, 65535)))
+        app = make_app(jobs, TOKEN, TunnelForwards("127.0.0.1", (1, 65535)), restores)
         runner = await serve_app(app, "127.0.0.1", port)
-        made.append((jobs, runner))
-        return InProcessNode(jobs, f"http://127.0.0.1:{port}", spool_dir)
+        made.append((jobs, restores, runner))
+        return InProcessNode(jobs, restores, f"http://127.0.0.1:{port}", spool_dir)
 
     yield make
-    for jobs, runner in made:
+    for jobs, restores, runner in made:
         await jobs.shutdown()
+        await restores.shutdown()
         await runner.cleanup()
