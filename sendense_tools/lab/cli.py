@@ -3,9 +3,12 @@ vCenter simulator helpers."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -21,6 +24,8 @@ from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.snapshots import list_snapshots
 
+T = TypeVar("T")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def lab() -> None:
@@ -28,6 +33,21 @@ def lab() -> None:
 
 
 def vcenter_options(f: Callable) -> Callable:
+    """The vCenter options, handed to the command as one `vc: LabVcenter` (and `vm_name`)."""
+
+    @functools.wraps(f)
+    def command(
+        vcenter_url: str,
+        user: str,
+        password: str | None,
+        password_file: str | None,
+        insecure: bool,
+        thumbprint: str,
+        **kwargs: object,
+    ) -> object:
+        vc = LabVcenter(vcenter_url, user, password, password_file, insecure, thumbprint)
+        return f(vc, **kwargs)
+
     for option in reversed(
         [
             click.option("--vcenter", "vcenter_url", required=True, help="https://HOST:PORT[/sdk]"),
@@ -39,8 +59,8 @@ def vcenter_options(f: Callable) -> Callable:
             click.option("--thumbprint", default="", help="pinned SHA-1 thumbprint of vCenter"),
         ]
     ):
-        f = option(f)
-    return f
+        command = option(command)
+    return command
 
 
 def connect(
@@ -51,6 +71,35 @@ def connect(
     return VsphereSession.connect(VcenterParams(vcenter_url, user, password or "pass", **tls))
 
 
+@dataclass(frozen=True)
+class LabVcenter:
+    vcenter_url: str
+    user: str
+    password: str | None
+    password_file: str | None
+    insecure: bool
+    thumbprint: str
+
+    def call(self, fn: Callable[[VsphereSession], T]) -> T:
+        """fn(session) on a new session, closed afterwards."""
+        session = connect(
+            self.vcenter_url, self.user, self.password, self.password_file,
+            thumbprint=self.thumbprint, insecure=self.insecure,
+        )  # fmt: skip
+        try:
+            return fn(session)
+        finally:
+            session.close()
+
+
+def echo_disks(vm_name: str, as_json: bool, dicts: list, lines: Iterable[str]) -> None:
+    if as_json:
+        click.echo(json.dumps({"vm": vm_name, "disks": dicts}, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
 @lab.command()
 @vcenter_options
 @click.option("--disks", required=True, help="disk sizes, e.g. 64M,32M,16M")
@@ -58,14 +107,9 @@ def connect(
 @click.option("--upload", is_flag=True, help="PUT through /folder even if the datastore is local")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def seed(
-    vcenter_url: str,
+    vc: LabVcenter,
     vm_name: str,
     disks: str,
-    user: str,
-    password: str | None,
-    password_file: str | None,
-    insecure: bool,
-    thumbprint: str,
     seed: str,
     upload: bool,
     as_json: bool,
@@ -75,18 +119,9 @@ def seed(
         sizes = parse_sizes(disks)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--disks") from None
-    session = connect(
-        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
-    )
-    try:
-        result = seed_vm(session, vm_name, sizes, seed=seed, upload=upload)
-    finally:
-        session.close()
-    if as_json:
-        click.echo(json.dumps({"vm": vm_name, "disks": seeded_as_dicts(result)}, indent=2))
-    else:
-        for d in result:
-            click.echo(f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}")
+    result = vc.call(lambda s: seed_vm(s, vm_name, sizes, seed=seed, upload=upload))
+    lines = (f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}" for d in result)
+    echo_disks(vm_name, as_json, seeded_as_dicts(result), lines)
 
 
 @lab.command()
@@ -94,52 +129,27 @@ def seed(
 @click.option("--seed", default="change", show_default=True, help="content seed")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def change(
-    vcenter_url: str,
+    vc: LabVcenter,
     vm_name: str,
-    user: str,
-    password: str | None,
-    password_file: str | None,
-    insecure: bool,
-    thumbprint: str,
     seed: str,
     as_json: bool,
 ) -> None:
     """Write scattered blocks of every disk of the VM (in the simulator's datastore)."""
-    session = connect(
-        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
-    )
-    try:
-        result = change_vm(session, vm_name, seed=seed)
-    finally:
-        session.close()
-    if as_json:
-        click.echo(json.dumps({"vm": vm_name, "disks": changed_as_dicts(result)}, indent=2))
-    else:
-        for d in result:
-            click.echo(f"{d.disk_id}  {d.changed_bytes:>12}  {d.sha256}")
+    result = vc.call(lambda s: change_vm(s, vm_name, seed=seed))
+    lines = (f"{d.disk_id}  {d.changed_bytes:>12}  {d.sha256}" for d in result)
+    echo_disks(vm_name, as_json, changed_as_dicts(result), lines)
 
 
 @lab.command()
 @vcenter_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def snapshots(
-    vcenter_url: str,
+    vc: LabVcenter,
     vm_name: str,
-    user: str,
-    password: str | None,
-    password_file: str | None,
-    insecure: bool,
-    thumbprint: str,
     as_json: bool,
 ) -> None:
     """List the VM's snapshots (the demo checks that a backup left none)."""
-    session = connect(
-        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
-    )
-    try:
-        names = [s.name for s in list_snapshots(session, find_vm(session, vm_name))]
-    finally:
-        session.close()
+    names = vc.call(lambda s: [n.name for n in list_snapshots(s, find_vm(s, vm_name))])
     click.echo(json.dumps({"vm": vm_name, "snapshots": names}) if as_json else "\n".join(names))
 
 
@@ -147,49 +157,24 @@ def snapshots(
 @vcenter_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def disks(
-    vcenter_url: str,
+    vc: LabVcenter,
     vm_name: str,
-    user: str,
-    password: str | None,
-    password_file: str | None,
-    insecure: bool,
-    thumbprint: str,
     as_json: bool,
 ) -> None:
     """SHA-256 of each attached disk of the VM, read from the simulator's datastore."""
-    session = connect(
-        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
-    )
-    try:
-        found = disk_files(session, vm_name)
-    finally:
-        session.close()
-    if as_json:
-        click.echo(json.dumps({"vm": vm_name, "disks": files_as_dicts(found)}, indent=2))
-    else:
-        for d in found:
-            click.echo(f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}")
+    found = vc.call(lambda s: disk_files(s, vm_name))
+    lines = (f"{d.disk_id}  {d.capacity:>12}  {d.sha256}  {d.file}" for d in found)
+    echo_disks(vm_name, as_json, files_as_dicts(found), lines)
 
 
 @lab.command()
 @vcenter_options
 def destroy(
-    vcenter_url: str,
+    vc: LabVcenter,
     vm_name: str,
-    user: str,
-    password: str | None,
-    password_file: str | None,
-    insecure: bool,
-    thumbprint: str,
 ) -> None:
     """Remove the VM and its files if it exists (a demo's earlier restore, say)."""
-    session = connect(
-        vcenter_url, user, password, password_file, thumbprint=thumbprint, insecure=insecure
-    )
-    try:
-        removed = destroy_vm(session, vm_name)
-    finally:
-        session.close()
+    removed = vc.call(lambda s: destroy_vm(s, vm_name))
     click.echo(f"removed VM {vm_name}" if removed else f"no VM {vm_name} to remove")
 
 
