@@ -42,18 +42,14 @@ class DiskState:
         )  # fmt: skip
 
 
-@dataclass
-class Job:
-    job_id: str
-    vm: str
-    moref: str
-    disks: dict[str, DiskState]
+@dataclass(kw_only=True)
+class NodeJob:
+    """What every job on this node has (backups here, restores in node/restore_job.py)."""
+
     status: str = "running"  # running | completed | failed | cancelled
-    # The executor's step (backup/executor.py Phase) while running; None once ended.
+    # The executor's step (backup/executor.py Phase, restore/plan.py RestorePhase) while
+    # running; None once ended.
     phase: str | None = "connecting"
-    snapshot: str | None = None
-    mode: str | None = None  # full | incremental, once decided
-    mode_reason: str | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
@@ -62,15 +58,27 @@ class Job:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Why the job was stopped from outside (the error its cancelled record shows).
     stop_reason: str = "cancelled"
-    # The VM's hardware as the snapshot saw it, once read (null when it could not be).
-    hardware: dict[str, Any] | None = None
 
     def stop(self, reason: str = "cancelled") -> None:
-        """Cancel a running job: the copy stops, the snapshot is removed, it ends `cancelled`."""
+        """Cancel a running job: its clean-up runs (a backup's snapshot is removed, what a
+        restore made is removed), it ends `cancelled`."""
         if self.status == "running" and self.task is not None and not self.cancel.is_set():
             self.stop_reason = reason
             self.cancel.set()
             self.task.cancel()
+
+
+@dataclass
+class Job(NodeJob):
+    job_id: str
+    vm: str
+    moref: str
+    disks: dict[str, DiskState]
+    snapshot: str | None = None
+    mode: str | None = None  # full | incremental, once decided
+    mode_reason: str | None = None
+    # The VM's hardware as the snapshot saw it, once read (null when it could not be).
+    hardware: dict[str, Any] | None = None
 
     def hub_report(self) -> dict[str, Any]:
         """The body of PUT /api/v1/backups/{id}/progress."""

@@ -9,15 +9,18 @@ jobs and waits (bounded) for their clean-up; final reports go through the outbox
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from sendense_tools.errors import SendenseError
 from sendense_tools.node.errors import JobExists, JobNotFound, SpoolError
 from sendense_tools.node.outbox import ReportOutbox
 from sendense_tools.node.reporter import HubReporter
 from sendense_tools.node.stopping import BACKUPS_WAIT_DEFAULT, REPORT_GRACE
+from sendense_tools.vsphere.connection import VcenterParams
 
 log = logging.getLogger("sendense.node")
 # Finished jobs kept for GET; the hub keeps the history.
@@ -33,6 +36,7 @@ class BookJob(Protocol):
     cancel: asyncio.Event
     changed: asyncio.Event
     task: asyncio.Task | None
+    stop_reason: str
 
     def stop(self, reason: str = ...) -> None: ...
     def hub_report(self) -> dict[str, Any]: ...
@@ -40,30 +44,37 @@ class BookJob(Protocol):
 
 
 J = TypeVar("J", bound=BookJob)
+Opts = TypeVar("Opts")  # the executor's options
 
 
-class JobBook(Generic[J]):
+class JobBook(Generic[J, Opts]):
     kind = "job"  # in messages: "backup", "restore"
     crashed = "node restarted"
+    from_record: Callable[[dict[str, Any]], J]  # a job from its spool record
 
     def __init__(
         self,
+        vcenter: Callable[[], VcenterParams],
+        options: Opts,
         reporter: HubReporter,
         outbox: ReportOutbox,
-        from_record: Callable[[dict[str, Any]], J],
         stop_wait: float = BACKUPS_WAIT_DEFAULT,
         on_abandon: Callable[[], None] | None = None,
     ) -> None:
+        # A callable so a rotated password file is read at each job.
+        self.vcenter = vcenter
+        self.options = options
         self.reporter = reporter
         self.outbox = outbox
         self.spool = outbox.spool
-        self.from_record = from_record
         # How long a stop waits for cancelled jobs (node/stopping.py), and what
         # it does with those that did not end in time.
         self.stop_wait = stop_wait
         self.on_abandon = on_abandon
         self.jobs: dict[str, J] = {}
         self.background: list[asyncio.Task] = []
+        # One running job per VM (backups: moref; restores: the new VM's name) -> its id.
+        self._active: dict[str, str] = {}
 
     def _refuse_existing(self, job_id: str) -> None:
         if job_id in self.jobs:
@@ -129,6 +140,39 @@ class JobBook(Generic[J]):
         job.error = f"{self.crashed}; {what}"
         log.warning("%s %s: %s", self.kind, job.job_id, job.error)
         self._close(job)
+
+    # -- running -----------------------------------------------------------------
+
+    async def _supervise(
+        self, job: J, work: Callable[[], Awaitable[None]], active: str, what: str
+    ) -> None:
+        """Run a registered job's work, reporting as it goes; record how it ended.
+
+        `active` is its key in `_active`, `what` names it in the log line ("of VM").
+        """
+        reporting = asyncio.create_task(self.reporter.follow(job))
+        try:
+            await work()
+            job.status = "completed"
+        except asyncio.CancelledError:
+            job.status, job.error = "cancelled", job.stop_reason
+        except SendenseError as exc:
+            job.status, job.error = self._failure(job, exc)
+        except Exception as exc:
+            log.exception("%s %s crashed", self.kind, job.job_id)
+            job.status, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            job.finished_at, job.phase = time.time(), None
+            self._active.pop(active, None)
+            reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporting
+            log.info("%s %s %s %s %s", self.kind, job.job_id, what, job.status, job.error or "")
+            self._close(job)
+
+    def _failure(self, job: J, exc: SendenseError) -> tuple[str, str]:
+        """The status and error of a job its work failed (a restore's says a stop caused it)."""
+        return "failed", str(exc)
 
     # -- ending ------------------------------------------------------------------
 

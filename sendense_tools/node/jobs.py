@@ -6,10 +6,7 @@ The spool, the reports and the stop are node/jobbook.py's, shared with restores.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Callable
 
 from sendense_tools.backup.executor import (
     BackupOptions,
@@ -27,10 +24,7 @@ from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.node.errors import BadTargets, VcenterError, VmBusy
 from sendense_tools.node.job import DiskState, Job
 from sendense_tools.node.jobbook import JobBook
-from sendense_tools.node.outbox import ReportOutbox
-from sendense_tools.node.reporter import HubReporter
-from sendense_tools.node.stopping import BACKUPS_WAIT_DEFAULT
-from sendense_tools.vsphere.connection import VcenterParams, VsphereSession
+from sendense_tools.vsphere.connection import VsphereSession
 from sendense_tools.vsphere.inventory import VmInfo, VmNotFound, describe_vm
 from sendense_tools.vsphere.snapshots import snapshot_name
 
@@ -38,24 +32,10 @@ log = logging.getLogger("sendense.node")
 CRASHED = "node restarted during the backup"
 
 
-class JobManager(JobBook[Job]):
+class JobManager(JobBook[Job, BackupOptions]):
     kind = "backup"
     crashed = CRASHED
-
-    def __init__(
-        self,
-        vcenter: Callable[[], VcenterParams],
-        options: BackupOptions,
-        reporter: HubReporter,
-        outbox: ReportOutbox,
-        stop_wait: float = BACKUPS_WAIT_DEFAULT,
-        on_abandon: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(reporter, outbox, Job.from_record, stop_wait, on_abandon)
-        # A callable so a rotated password file is read at each backup.
-        self.vcenter = vcenter
-        self.options = options
-        self._active_vm: dict[str, str] = {}  # moref -> job_id
+    from_record = staticmethod(Job.from_record)
 
     async def describe(self, vm: str) -> VmInfo:
         def run() -> VmInfo:
@@ -88,7 +68,7 @@ class JobManager(JobBook[Job]):
             raise BadTargets(str(exc)) from None
         # No await from here to the registration below: one job per id, one backup per VM.
         self._refuse_existing(job_id)
-        running = self._active_vm.get(info.moref)
+        running = self._active.get(info.moref)
         if running is not None:
             raise VmBusy(f"VM {info.name} is already being backed up (job {running})")
         job = Job(
@@ -98,7 +78,7 @@ class JobManager(JobBook[Job]):
             {d.disk_id: DiskState(d.disk_id, d.capacity) for d in info.disks},
         )
         self._register(job)
-        self._active_vm[info.moref] = job_id
+        self._active[info.moref] = job_id
         job.task = asyncio.create_task(
             self._run(job, targets, mode, changed_since), name=f"backup-{job_id}"
         )
@@ -145,8 +125,8 @@ class JobManager(JobBook[Job]):
 
         hooks = Hooks(on_progress=on_progress, on_snapshot=on_snapshot, on_phase=on_phase,
                       on_mode=on_mode, on_hardware=on_hardware)  # fmt: skip
-        reporting = asyncio.create_task(self.reporter.follow(job))
-        try:
+
+        async def work() -> None:
             outcome: BackupOutcome = await backup_vm(
                 self.vcenter(), job.moref, targets, job.job_id, self.options, hooks, job.cancel,
                 mode, changed_since,
@@ -160,19 +140,5 @@ class JobManager(JobBook[Job]):
                 d.change_id, d.checksum, d.changes, d.areas = (
                     r.change_id, r.checksum, r.changes, r.areas
                 )  # fmt: skip
-            job.status = "completed"
-        except asyncio.CancelledError:
-            job.status, job.error = "cancelled", job.stop_reason
-        except SendenseError as exc:
-            job.status, job.error = "failed", str(exc)
-        except Exception as exc:
-            log.exception("backup %s crashed", job.job_id)
-            job.status, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        finally:
-            job.finished_at, job.phase = time.time(), None
-            self._active_vm.pop(job.moref, None)
-            reporting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporting
-            log.info("backup %s of %s %s %s", job.job_id, job.vm, job.status, job.error or "")
-            self._close(job)
+
+        await self._supervise(job, work, job.moref, f"of {job.vm}")

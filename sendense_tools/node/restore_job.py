@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from sendense_tools.node.job import NodeJob
 
 
 @dataclass
@@ -36,7 +36,7 @@ class RestoreDiskState:
 
 
 @dataclass
-class RestoreJob:
+class RestoreJob(NodeJob):
     job_id: str
     name: str  # the new VM's
     disks: dict[str, RestoreDiskState]
@@ -44,26 +44,10 @@ class RestoreJob:
     datacenter: str | None = None
     datastore: str | None = None
     power_on: bool = False
-    status: str = "running"  # running | completed | failed | cancelled
-    phase: str | None = "connecting"  # restore/plan.py RestorePhase while running
     moref: str | None = None
-    error: str | None = None
     warnings: list[str] = field(default_factory=list)
     # Every datastore file this restore writes: a crashed run's clean-up deletes them.
     files: list[str] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    stop_reason: str = "cancelled"
-
-    def stop(self, reason: str = "cancelled") -> None:
-        """Cancel a running restore: the clean-up removes what it made, it ends `cancelled`."""
-        if self.status == "running" and self.task is not None and not self.cancel.is_set():
-            self.stop_reason = reason
-            self.cancel.set()
-            self.task.cancel()
 
     def hub_report(self) -> dict[str, Any]:
         """The body of PUT /api/v1/restores/{id}/progress."""

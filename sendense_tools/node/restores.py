@@ -10,21 +10,15 @@ stop are node/jobbook.py's, as for backups.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Callable
 
 from sendense_tools.backup.blocking import finish_blocking
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.node.errors import BadRestore, RestoreBusy, VcenterError
 from sendense_tools.node.jobbook import JobBook
-from sendense_tools.node.outbox import ReportOutbox
-from sendense_tools.node.reporter import HubReporter
 from sendense_tools.node.restore_job import RestoreDiskState, RestoreJob
 from sendense_tools.node.restore_schemas import RestoreStartRequest
-from sendense_tools.node.stopping import BACKUPS_WAIT_DEFAULT
 from sendense_tools.restore.disks import flat_file
 from sendense_tools.restore.executor import RestoreHooks, RestoreOutcome, restore_vm
 from sendense_tools.restore.plan import RestoreDisk, RestoreOptions, RestorePhase, RestorePlan
@@ -92,23 +86,10 @@ def _prepare(params: VcenterParams, plan: RestorePlan) -> tuple[VsphereSession, 
     return session, placement
 
 
-class RestoreManager(JobBook[RestoreJob]):
+class RestoreManager(JobBook[RestoreJob, RestoreOptions]):
     kind = "restore"
     crashed = CRASHED
-
-    def __init__(
-        self,
-        vcenter: Callable[[], VcenterParams],
-        options: RestoreOptions,
-        reporter: HubReporter,
-        outbox: ReportOutbox,
-        stop_wait: float = BACKUPS_WAIT_DEFAULT,
-        on_abandon: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(reporter, outbox, RestoreJob.from_record, stop_wait, on_abandon)
-        self.vcenter = vcenter
-        self.options = options
-        self._active_name: dict[str, str] = {}  # new VM name -> job id
+    from_record = staticmethod(RestoreJob.from_record)
 
     async def start(self, plan: RestorePlan) -> RestoreJob:
         self._refuse_existing(plan.job_id)
@@ -131,14 +112,14 @@ class RestoreManager(JobBook[RestoreJob]):
         except BaseException:
             await asyncio.to_thread(session.close)
             raise
-        self._active_name[plan.name] = plan.job_id
+        self._active[plan.name] = plan.job_id
         job.task = asyncio.create_task(
             self._run(job, session, placement, plan), name=f"restore-{plan.job_id}"
         )
         return job
 
     def _refuse_busy(self, name: str) -> None:
-        running = self._active_name.get(name)
+        running = self._active.get(name)
         if running is not None:
             raise RestoreBusy(f"restore {running} is already creating a VM named {name!r}")
 
@@ -180,27 +161,16 @@ class RestoreManager(JobBook[RestoreJob]):
                 job.changed.set()
 
         hooks = RestoreHooks(on_phase, on_vm, on_progress, on_checksum)
-        reporting = asyncio.create_task(self.reporter.follow(job))
-        try:
+
+        async def work() -> None:
             outcome: RestoreOutcome = await restore_vm(session, placement, plan, self.options,
                                                        hooks)  # fmt: skip
             job.moref, job.warnings = outcome.moref, outcome.warnings
-            job.status = "completed"
-        except asyncio.CancelledError:
-            job.status, job.error = "cancelled", job.stop_reason
-        except SendenseError as exc:
-            if job.cancel.is_set():
-                job.status, job.error = "cancelled", f"{job.stop_reason}: {exc}"
-            else:
-                job.status, job.error = "failed", str(exc)
-        except Exception as exc:
-            log.exception("restore %s crashed", job.job_id)
-            job.status, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        finally:
-            job.finished_at, job.phase = time.time(), None
-            self._active_name.pop(job.name, None)
-            reporting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporting
-            log.info("restore %s to %s %s %s", job.job_id, job.name, job.status, job.error or "")
-            self._close(job)
+
+        await self._supervise(job, work, job.name, f"to {job.name}")
+
+    def _failure(self, job: RestoreJob, exc: SendenseError) -> tuple[str, str]:
+        # A stop's cancellation that surfaced as a vSphere error: still the stop.
+        if job.cancel.is_set():
+            return "cancelled", f"{job.stop_reason}: {exc}"
+        return "failed", str(exc)
