@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sendense_tools.api.fields import ByteCount
+from sendense_tools.api.hardware import Hardware
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -61,55 +62,6 @@ class DiskProgress(Request):
     changes: Changes | None = None
     # An incremental's copied areas, (offset, length) each; the body size bounds the count.
     areas: list[tuple[ByteCount, ByteCount]] | None = Field(default=None, max_length=1 << 20)
-
-
-Name = Annotated[str, StringConstraints(max_length=1024)]
-
-
-class Part(BaseModel):
-    """A device of the recorded hardware: extra keys a newer node adds are ignored,
-    so that they never turn a backup's final report away."""
-
-
-class Controller(Part):
-    key: int = Field(ge=0, le=1 << 31)
-    type: Literal["lsilogic", "lsilogic-sas", "pvscsi", "buslogic", "nvme", "sata", "ide"]
-    bus: int = Field(ge=0, le=1024)
-    sharing: Name = "noSharing"
-
-
-class HardwareDisk(Part):
-    disk_id: str = Field(min_length=1, max_length=128)
-    capacity: ByteCount
-    controller_key: int = Field(ge=0, le=1 << 31)
-    unit: int = Field(ge=0, le=1024)
-    thin: bool = True
-    file: Name | None = None
-
-
-class Nic(Part):
-    type: Literal["vmxnet3", "e1000", "e1000e", "pcnet32", "vmxnet2"]
-    network: Name | None = None
-    connected: bool = True
-
-
-class Hardware(Request):
-    """The VM as its backup's snapshot saw it (DESIGN contract, section 1)."""
-
-    name: Name
-    datacenter: Name | None
-    datastore: Name | None
-    folder: Name | None
-    resource_pool: Name | None
-    num_cpus: int = Field(ge=1, le=4096)
-    cores_per_socket: int = Field(ge=1, le=4096)
-    memory_mb: int = Field(ge=1, le=1 << 40)
-    guest_id: Name
-    firmware: Literal["bios", "efi"]
-    version: Name | None
-    controllers: list[Controller] = Field(max_length=256)
-    disks: list[HardwareDisk] = Field(max_length=1024)
-    nics: list[Nic] = Field(max_length=256)
 
 
 class ProgressReport(Request):

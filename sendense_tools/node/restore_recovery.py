@@ -10,15 +10,14 @@ down as the node starts: the clean-up is retried with backoff until it succeeds.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from sendense_tools.backup.blocking import run_blocking
 from sendense_tools.errors import SendenseError
+from sendense_tools.node.recovery import RETRIED, recover_book
 from sendense_tools.node.restore_job import RestoreJob
 from sendense_tools.node.restores import RestoreManager
 from sendense_tools.restore.tag import tag_of
@@ -36,16 +35,9 @@ def start_restore_recovery(
     restores: RestoreManager, retry_initial: float, retry_max: float
 ) -> list[str]:
     """Begin the start-up recovery of restores; returns the ids of the crashed ones."""
-    resent = restores.outbox.resume()
-    if resent:
-        log.info("sending %d spooled restore report(s): %s", len(resent), ", ".join(resent))
-    crashed = restores.restore()
-    for job in crashed:
-        task = asyncio.create_task(
-            _recover(restores, job, retry_initial, retry_max), name=f"recover-{job.job_id}"
-        )
-        restores.background.append(task)
-    return [j.job_id for j in crashed]
+    return recover_book(
+        restores, _clean_up, retry_initial, retry_max, (*RETRIED, vim.fault.VimFault), "restore"
+    )
 
 
 def _ours(session: VsphereSession, job: RestoreJob) -> Any | None:
@@ -80,19 +72,3 @@ def _clean_up(restores: RestoreManager, job: RestoreJob) -> str:
         return ", ".join(done) or f"it had created no VM {job.name}"
     finally:
         session.close()
-
-
-async def _recover(
-    restores: RestoreManager, job: RestoreJob, retry_initial: float, retry_max: float
-) -> None:
-    delay = retry_initial
-    while True:
-        try:
-            what = await run_blocking(_clean_up, restores, job)
-            break
-        except (SendenseError, OSError, vmodl.MethodFault, vim.fault.VimFault) as exc:
-            log.warning("restore %s: cannot clean up yet (retry in %.0f s): %s",
-                        job.job_id, delay, exc)  # fmt: skip
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, retry_max)
-    restores.finish_recovered(job, what)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sendense_tools.api.fields import ByteCount
+from sendense_tools.api.hardware import Hardware
 from sendense_tools.node.schemas import DiskId, JobId, NbdTls
 
 Status = Literal["running", "completed", "failed", "cancelled"]
@@ -17,50 +18,6 @@ Phase = Literal[
 # What else a name must not hold (it names the VM's files too) vsphere/placement.py checks.
 VmName = Annotated[str, StringConstraints(min_length=1, max_length=80)]
 Place = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-Key = Annotated[int, Field(ge=0, le=1 << 31)]
-# The bounds are the hub's (hub/schemas.py Hardware): what it records, the node takes.
-
-
-class Controller(BaseModel):
-    key: Key
-    type: Literal["lsilogic", "lsilogic-sas", "pvscsi", "buslogic", "nvme", "sata", "ide"]
-    bus: int = Field(ge=0, le=1024)
-    sharing: str = Field(default="noSharing", max_length=1024)
-
-
-class HardwareDisk(BaseModel):
-    disk_id: DiskId
-    capacity: ByteCount
-    controller_key: Key
-    unit: int = Field(ge=0, le=1024)
-    thin: bool = True
-    file: str | None = Field(default=None, max_length=1024)
-
-
-class Nic(BaseModel):
-    type: Literal["vmxnet3", "e1000", "e1000e", "pcnet32", "vmxnet2"]
-    network: str | None = Field(default=None, max_length=255)
-    connected: bool = True
-
-
-class Hardware(BaseModel):
-    """The source VM's hardware as its backup recorded it (vsphere/hardware.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=255)
-    datacenter: Place | None = None
-    datastore: Place | None = None
-    folder: Place | None = None
-    resource_pool: Place | None = None
-    num_cpus: int = Field(ge=1, le=4096)
-    cores_per_socket: int = Field(ge=1, le=4096)
-    memory_mb: int = Field(ge=1, le=1 << 40)
-    guest_id: str = Field(min_length=1, max_length=1024)
-    firmware: Literal["bios", "efi"]
-    version: str | None = Field(default=None, max_length=1024)
-    controllers: list[Controller] = Field(max_length=256)
-    disks: list[HardwareDisk] = Field(max_length=1024)
-    nics: list[Nic] = Field(default=[], max_length=256)
 
 
 class Checksum(BaseModel):

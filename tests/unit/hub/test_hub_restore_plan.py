@@ -16,7 +16,7 @@ from sendense_tools.hub.restore_plan import (
     restore_body,
     restore_specs,
 )
-from sendense_tools.hub.schemas import Hardware
+from sendense_tools.api.hardware import Hardware
 
 CHECKSUM = {"algorithm": "blake2b", "block_size": 4 << 20, "checksum": "ab" * 32}
 
