@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from sendense_tools.api.auth import token_matches
@@ -105,13 +107,25 @@ async def start_backup(request: web.Request) -> web.Response:
     return json_ok({"job_id": job.job_id, "status": job.status}, status=202)
 
 
-async def get_job(request: web.Request) -> web.Response:
-    return json_ok(request.app[JOBS].get(request.match_info["job_id"]).as_dict())
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-async def cancel_job(request: web.Request) -> web.Response:
-    job = request.app[JOBS].cancel(request.match_info["job_id"])
-    return json_ok(job.as_dict(), status=202 if job.status == "running" else 200)
+def _book_handlers(book: web.AppKey, kind: str) -> tuple[Handler, Handler]:
+    """GET {job_id} and POST {job_id}/cancel of one book of jobs (backups, restores)."""
+
+    async def get(request: web.Request) -> web.Response:
+        return json_ok(request.app[book].get(request.match_info["job_id"]).as_dict())
+
+    async def cancel(request: web.Request) -> web.Response:
+        job = request.app[book].cancel(request.match_info["job_id"])
+        return json_ok(job.as_dict(), status=202 if job.status == "running" else 200)
+
+    # The OpenAPI operation ids are the handlers' names.
+    get.__name__, cancel.__name__ = f"get_{kind}", f"cancel_{kind}"
+    return get, cancel
+
+
+get_job, cancel_job = _book_handlers(JOBS, "job")
 
 
 async def start_restore(request: web.Request) -> web.Response:
@@ -121,13 +135,7 @@ async def start_restore(request: web.Request) -> web.Response:
     return json_ok({"job_id": job.job_id, "status": job.status}, status=201)
 
 
-async def get_restore(request: web.Request) -> web.Response:
-    return json_ok(request.app[RESTORES].get(request.match_info["job_id"]).as_dict())
-
-
-async def cancel_restore(request: web.Request) -> web.Response:
-    job = request.app[RESTORES].cancel(request.match_info["job_id"])
-    return json_ok(job.as_dict(), status=202 if job.status == "running" else 200)
+get_restore, cancel_restore = _book_handlers(RESTORES, "restore")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sendense_tools.api.hardware import Hardware
 from sendense_tools.hub.errors import NoChecksum, NoHardware
 from sendense_tools.hub.job import Job
 from sendense_tools.hub.options import ExportOptions
@@ -16,7 +17,6 @@ from sendense_tools.hub.restore_plan import (
     restore_body,
     restore_specs,
 )
-from sendense_tools.api.hardware import Hardware
 
 CHECKSUM = {"algorithm": "blake2b", "block_size": 4 << 20, "checksum": "ab" * 32}
 
