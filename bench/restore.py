@@ -13,24 +13,13 @@ the times. Each restored VM is destroyed before the next round.
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from bench.e2e import MIB, SIZES, backup_once
-from sendense_tools.lab.seed import seed_vm
 from sendense_tools.lab.vms import destroy_vm
-from sendense_tools.vsphere.connection import (
-    VcenterParams,
-    VsphereSession,
-    fetch_peer_certificate,
-    parse_vcenter_url,
-    sha1_thumbprint,
-)
 from tests.fixtures.stack import Stack, running_stack
-from tests.fixtures.vcsim import VM_NAME, VcsimLab, start_vcsim, stop_vcsim
+from tests.fixtures.vcsim import VM_NAME, VcsimLab, seeded_vcsim
 
 ROUNDS = 2
 
@@ -59,21 +48,11 @@ def destroy(lab: VcsimLab, name: str) -> None:
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="sendense-bench-restore-"))
-    proc = None
-    try:
-        proc, url = start_vcsim(work)
-        thumb = sha1_thumbprint(fetch_peer_certificate(parse_vcenter_url(url)))
-        session = VsphereSession.connect(VcenterParams(url, "user", "pass", thumbprint=thumb))
-        try:
-            disks = seed_vm(session, VM_NAME, SIZES, seed="bench-restore")
-        finally:
-            session.close()
-        lab = VcsimLab(url, "user", "pass", VM_NAME, disks, thumb, work / "cert.pem", work, proc)
+    with seeded_vcsim(sizes=SIZES, seed="bench-restore", prefix="sendense-bench-restore-") as lab:
         backups: list[float] = []
         restores: list[float] = []
-        (work / "stack").mkdir()
-        with running_stack(lab, work / "stack") as stack:
+        (lab.workdir / "stack").mkdir()
+        with running_stack(lab, lab.workdir / "stack") as stack:
             for i in range(ROUNDS):  # in turn, so drift hits both paths alike
                 seconds, point = backup_once(stack, "full")
                 backups.append(seconds)
@@ -94,10 +73,6 @@ def main() -> None:
                 + " ".join(f"{x:.2f}" for x in runs)
             )
         print(f"restore throughput / backup throughput: {mb / mr:.2f}x")
-    finally:
-        if proc is not None:
-            stop_vcsim(proc)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,17 @@ def may_see(request: web.Request, node: str) -> bool:
     return who == ADMIN or node == who
 
 
+def listed_node(request: web.Request, asked: str | None) -> tuple[bool, str | None]:
+    """A listing's node filter: (whether the caller may see any of it, the node to list).
+
+    The admin lists `asked` (None: every node); a node its own only, nothing of another's.
+    """
+    who = principal(request)
+    if who == ADMIN:
+        return True, asked
+    return asked in (None, who), who
+
+
 def visible_backup(request: web.Request, backup_id: str) -> dict[str, Any]:
     record = request.app[JOBS].store.record(backup_id)
     # Other nodes' backups look absent rather than forbidden: ids do not leak.

@@ -13,7 +13,7 @@ from sendense_tools.api.auth import token_matches
 from sendense_tools.api.body import read_model, read_query
 from sendense_tools.api.openapi import TEXT, Operation
 from sendense_tools.api.server import ApiError, json_ok, make_api
-from sendense_tools.hub.access import ADMIN, JOBS, principal, visible_backup
+from sendense_tools.hub.access import ADMIN, JOBS, listed_node, principal, visible_backup
 from sendense_tools.hub.allocator import ExportCapReached, PoolExhausted
 from sendense_tools.hub.errors import (
     BackupNotFound,
@@ -157,12 +157,9 @@ async def start_backup(request: web.Request) -> web.Response:
 
 async def list_backups(request: web.Request) -> web.Response:
     query = read_query(request, ListQuery)
-    who = principal(request)
-    node = query.node
-    if who != ADMIN:
-        if node not in (None, who):
-            return json_ok([])
-        node = who
+    visible, node = listed_node(request, query.node)
+    if not visible:
+        return json_ok([])
     store = request.app[JOBS].store
     return json_ok(store.records(node=node, status=query.status, vm=query.vm, limit=query.limit))
 

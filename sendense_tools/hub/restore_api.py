@@ -13,7 +13,7 @@ from aiohttp import web
 from sendense_tools.api.body import read_model, read_query
 from sendense_tools.api.openapi import Operation
 from sendense_tools.api.server import json_ok
-from sendense_tools.hub.access import ADMIN, JOBS, may_see, principal, visible_backup
+from sendense_tools.hub.access import JOBS, listed_node, may_see, principal, visible_backup
 from sendense_tools.hub.errors import RestoreNotFound
 from sendense_tools.hub.restore_schemas import (
     RestoreListQuery,
@@ -40,12 +40,9 @@ async def start_restore(request: web.Request) -> web.Response:
 
 async def list_restores(request: web.Request) -> web.Response:
     query = read_query(request, RestoreListQuery)
-    who = principal(request)
-    node = query.node
-    if who != ADMIN:
-        if node not in (None, who):
-            return json_ok([])
-        node = who
+    visible, node = listed_node(request, query.node)
+    if not visible:
+        return json_ok([])
     store = request.app[JOBS].store
     found = store.restores(node=node, status=query.status, backup=query.backup, limit=query.limit)
     return json_ok(found)
