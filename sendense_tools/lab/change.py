@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sendense_tools.lab.seed import local_datastore_dir
 from sendense_tools.vsphere.connection import VsphereError, VsphereSession
@@ -61,16 +62,11 @@ def sha256_of_disk(path: str, capacity: int) -> str:
     return h.hexdigest()
 
 
-def change_vm(
-    session: VsphereSession,
-    vm_name: str,
-    seed: str = "change",
-    writes_for: Callable[[int, str], list[tuple[int, bytes]]] = scattered_writes,
-) -> list[ChangedDisk]:
-    """Write `writes_for(capacity, seed)` into each disk of the VM, in place."""
+def local_disks(session: VsphereSession, vm_name: str) -> Iterator[tuple[Any, str, str]]:
+    """Each attached disk of the VM: (the disk, its datastore path, its -flat.vmdk in the
+    simulator's local datastore directory). VsphereError when that is not on this machine."""
     vm = find_vm(session, vm_name)
     devices = read_props(session, vm, ["config.hardware.device"])["config.hardware.device"]
-    out = []
     for disk in disks_of_devices(devices):
         ds_name, path = split_datastore_file(disk.file)
         local = local_datastore_dir(session, vm, ds_name)
@@ -79,7 +75,18 @@ def change_vm(
                 f"datastore {ds_name} of {disk.file} is not on this machine:"
                 " run this where the simulator runs"
             )
-        flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
+        yield disk, path, os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
+
+
+def change_vm(
+    session: VsphereSession,
+    vm_name: str,
+    seed: str = "change",
+    writes_for: Callable[[int, str], list[tuple[int, bytes]]] = scattered_writes,
+) -> list[ChangedDisk]:
+    """Write `writes_for(capacity, seed)` into each disk of the VM, in place."""
+    out = []
+    for disk, _, flat in local_disks(session, vm_name):
         writes = writes_for(disk.capacity, f"{seed}:{vm_name}:{disk.disk_id}")
         fd = os.open(flat, os.O_WRONLY)
         try:

@@ -4,18 +4,14 @@ under the same name."""
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass
 
-from sendense_tools.lab.change import sha256_of_disk
-from sendense_tools.lab.seed import local_datastore_dir
-from sendense_tools.vsphere.connection import VsphereError, VsphereSession
+from sendense_tools.lab.change import local_disks, sha256_of_disk
+from sendense_tools.vsphere.connection import VsphereSession
 from sendense_tools.vsphere.inventory import (
     VmNotFound,
-    disks_of_devices,
     find_vm,
-    split_datastore_file,
 )
 from sendense_tools.vsphere.props import read_props, wait_task
 
@@ -33,19 +29,9 @@ class DiskFile:
 
 def disk_files(session: VsphereSession, vm_name: str) -> list[DiskFile]:
     """Each attached disk of the VM, hashed from the simulator's datastore directory."""
-    vm = find_vm(session, vm_name)
-    devices = read_props(session, vm, ["config.hardware.device"])["config.hardware.device"]
     out = []
-    for disk in disks_of_devices(devices):
-        ds_name, path = split_datastore_file(disk.file)
-        local = local_datastore_dir(session, vm, ds_name)
-        if not local:
-            raise VsphereError(
-                f"datastore {ds_name} of {disk.file} is not on this machine:"
-                " run this where the simulator runs"
-            )
+    for disk, path, flat in local_disks(session, vm_name):
         named = RESTORED_DISK_RE.search(path)
-        flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
         digest = sha256_of_disk(flat, disk.capacity)
         out.append(
             DiskFile(named["disk_id"] if named else disk.disk_id, disk.file, disk.capacity, digest)
