@@ -7,11 +7,13 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 
 from sendense_tools.api.client import ApiClient
 from sendense_tools.config import read_secret
+from sendense_tools.errors import SendenseError
 
 DEFAULT_HUB_URL = "http://127.0.0.1:8082"
 DEFAULT_TOKEN_FILE = "/etc/sendense/api-token"
@@ -65,3 +67,24 @@ def checksum_text(checksum: dict[str, Any] | None, sha256: str | None = None) ->
     if checksum:
         return f"{checksum['algorithm']}:{checksum['checksum']}"
     return f"sha256:{sha256}" if sha256 else ""
+
+
+def list_path(path: str, filters: tuple[tuple[str, str | None], ...]) -> str:
+    """A list route with the filters that are set as its query."""
+    query = urlencode({k: v for k, v in filters if v})
+    return path + (f"?{query}" if query else "")
+
+
+def records_of(data: Any, key: str) -> list[dict[str, Any]]:
+    """A list answer's records (an older hub wraps them: {key: [...]})."""
+    if isinstance(data, dict):
+        data = data.get(key, [])
+    return list(data or [])
+
+
+def raise_if_unsuccessful(kind: str, record: dict[str, Any]) -> None:
+    """SendenseError (exit 1) when the job (`kind` "backup", "restore") failed or was cancelled."""
+    if record["status"] in ("failed", "cancelled"):
+        raise SendenseError(
+            f"{kind} {record['id']} {record['status']}: {record.get('error') or 'no reason'}"
+        )

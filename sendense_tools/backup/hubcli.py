@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlencode
 
 import click
 from rich.console import Console
@@ -18,6 +17,9 @@ from sendense_tools.api.cli import (
     follow,
     hub_option,
     json_option,
+    list_path,
+    raise_if_unsuccessful,
+    records_of,
     token_option,
 )
 from sendense_tools.api.client import ApiClient
@@ -28,12 +30,6 @@ from sendense_tools.errors import SendenseError
 MODES = ("auto", "full", "incremental")
 # A chain longer than this is a loop in the records, not a history.
 MAX_CHAIN = 10000
-
-
-def _records(data: Any) -> list[dict[str, Any]]:
-    if isinstance(data, dict):
-        data = data.get("backups", [])
-    return list(data or [])
 
 
 def _checksum(disk: dict[str, Any]) -> str:
@@ -166,10 +162,7 @@ def register(group: click.Group) -> None:
             _print_record(record)
         else:
             click.echo(f"backup {record['id']} {record['status']}")
-        if record["status"] in ("failed", "cancelled"):
-            raise SendenseError(
-                f"backup {record['id']} {record['status']}: {record.get('error') or 'no reason'}"
-            )
+        raise_if_unsuccessful("backup", record)
 
     @group.command("list")
     @hub_option
@@ -181,9 +174,8 @@ def register(group: click.Group) -> None:
         hub_url: str, token_file: str, vm: str | None, status: str | None, as_json: bool
     ) -> None:
         """Backup records, newest first."""
-        query = urlencode({k: v for k, v in (("vm", vm), ("status", status)) if v})
-        path = "/api/v1/backups" + (f"?{query}" if query else "")
-        records = _records(asyncio.run(call(hub_url, token_file, "GET", path)))
+        path = list_path("/api/v1/backups", (("vm", vm), ("status", status)))
+        records = records_of(asyncio.run(call(hub_url, token_file, "GET", path)), "backups")
         if as_json:
             echo_json(records)
             return

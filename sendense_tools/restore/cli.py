@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 import click
 from rich.console import Console
@@ -25,11 +24,13 @@ from sendense_tools.api.cli import (
     follow,
     hub_option,
     json_option,
+    list_path,
+    raise_if_unsuccessful,
+    records_of,
     token_option,
 )
 from sendense_tools.api.client import ApiCallError
 from sendense_tools.backup.progress import DiskBars
-from sendense_tools.errors import SendenseError
 
 T = TypeVar("T")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -133,19 +134,6 @@ def list_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _records(data: Any) -> list[dict[str, Any]]:
-    if isinstance(data, dict):
-        data = data.get("restores", [])
-    return list(data or [])
-
-
-def _ended(record: dict[str, Any]) -> None:
-    if record["status"] in ("failed", "cancelled"):
-        raise SendenseError(
-            f"restore {record['id']} {record['status']}: {record.get('error') or 'no reason'}"
-        )
-
-
 @click.group()
 def restore() -> None:
     """Restores: a restore point back into vCenter as a new VM (start, list, show, cancel)."""
@@ -200,7 +188,7 @@ def start(
         print_record(record)
     else:
         click.echo(f"restore {record['id']} {record['status']}")
-    _ended(record)
+    raise_if_unsuccessful("restore", record)
 
 
 @restore.command("list")
@@ -220,9 +208,8 @@ def list_cmd(
 ) -> None:
     """Restore records, newest first."""
     filters = (("node", node), ("status", status), ("backup", backup_id))
-    query = urlencode({k: v for k, v in filters if v})
-    path = "/api/v1/restores" + (f"?{query}" if query else "")
-    records = _records(_run(call(hub_url, token_file, "GET", path)))
+    path = list_path("/api/v1/restores", filters)
+    records = records_of(_run(call(hub_url, token_file, "GET", path)), "restores")
     if as_json:
         echo_json(records)
     else:
