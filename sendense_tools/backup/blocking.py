@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from sendense_tools.vsphere.connection import VsphereSession
 
 T = TypeVar("T")
+D = TypeVar("D")
 # vCenter drops an idle session after 30 minutes; touching it more often keeps
 # the cookie of a long datastore transfer valid to its end.
 KEEPALIVE_SECONDS = 300.0
@@ -72,3 +73,19 @@ def first_error(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+async def each_disk(disks: Iterable[D], one: Callable[[D], Coroutine[Any, Any, None]]) -> None:
+    """one(disk) for every disk at once; the first failure (the others cancelled) is raised."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for disk in disks:
+                tg.create_task(one(disk))
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+
+
+def naming_disk(disk_id: str, exc: BaseException) -> str:
+    """The error's text, led by the disk's id unless it names the disk already."""
+    text = str(exc)
+    return text if disk_id in text else f"{disk_id}: {text}"

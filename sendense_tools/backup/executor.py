@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 from pyVmomi import vmodl
 
-from sendense_tools.backup.blocking import finish_blocking, first_error, keep_alive, run_blocking
+from sendense_tools.backup.blocking import (
+    each_disk,
+    finish_blocking,
+    keep_alive,
+    naming_disk,
+    run_blocking,
+)
 from sendense_tools.backup.mode import Decision, PreviousDisk, RequestedMode
 from sendense_tools.backup.plan import DiskPlan, plan_copies, prepare_cbt
 from sendense_tools.backup.sources import open_source, refuse_other_snapshots
@@ -282,18 +288,10 @@ async def _copy_all(
                 except CopyCancelled:
                     raise
                 except SendenseError as exc:
-                    text = str(exc)
-                    if disk.disk_id not in text:
-                        text = f"{disk.disk_id}: {text}"
-                    raise BackupError(text) from None
+                    raise BackupError(naming_disk(disk.disk_id, exc)) from None
 
             hooks.phase("copying")
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for disk in info.disks:
-                        tg.create_task(one(disk))
-            except BaseExceptionGroup as group:
-                raise first_error(group) from None
+            await each_disk(info.disks, one)
     finally:
         keepalive.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sendense_tools.backup.blocking import first_error, keep_alive, run_stoppable
+from sendense_tools.backup.blocking import each_disk, keep_alive, naming_disk, run_stoppable
 from sendense_tools.backup.sources import session_vddk_args
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.copy import copy_disk
@@ -79,16 +79,11 @@ async def write_disks(
                 await _write_https(session, placement, plan, disk, file,
                                    options, progress(disk.disk_id), uploaded, stop)  # fmt: skip
         except SendenseError as exc:
-            text = str(exc)
-            raise WriteError(text if disk.disk_id in text else f"{disk.disk_id}: {text}") from None
+            raise WriteError(naming_disk(disk.disk_id, exc)) from None
 
     keepalive = asyncio.create_task(keep_alive(session))
     try:
-        async with asyncio.TaskGroup() as tg:
-            for disk in plan.disks:
-                tg.create_task(one(disk))
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
+        await each_disk(plan.disks, one)
     finally:
         keepalive.cancel()
 
