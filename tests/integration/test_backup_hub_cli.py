@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from sendense_tools.api.server import serve_app
+from tests.fixtures.cli import run_sendense, write_token
 from tests.fixtures.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "admin-token-for-tests"
 
 
@@ -92,10 +90,7 @@ class FakeHub:
 
 @pytest.fixture
 def token_file(tmp_path: Path) -> str:
-    p = tmp_path / "api-token"
-    p.write_text(TOKEN + "\n")
-    p.chmod(0o600)
-    return str(p)
+    return write_token(tmp_path, TOKEN)
 
 
 async def serve(fake: FakeHub):
@@ -105,12 +100,7 @@ async def serve(fake: FakeHub):
 
 
 async def cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sendense_tools", "backup", *args,
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode, out.decode(), err.decode()
+    return await run_sendense("backup", *args, env=env)
 
 
 @pytest.mark.parametrize(("final", "code"), [("completed", 0), ("failed", 1)])

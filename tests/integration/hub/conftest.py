@@ -284,7 +284,8 @@ def qemu_nbd_under(where: Path, writers: bool = False) -> list[int]:
     return found
 
 
-async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
+async def assert_no_exports_of(h, tmp_path: Path, job_id: str) -> None:
+    """No slot, no export, no socket and no key directory of the job stay on the hub."""
     code, metrics = await h.call("GET", "/api/v1/nbd/metrics")
     assert code == 200
     assert (metrics["allocated"], metrics["available"]) == (0, metrics["total"]), metrics
@@ -293,7 +294,11 @@ async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
     assert qemu_nbd_under(tmp_path) == []
     sockets = tmp_path / "nbd" / "node1"
     assert not sockets.exists() or list(sockets.iterdir()) == []
-    assert not (h.hub.jobs.key_root / record["id"]).exists()
+    assert not (h.hub.jobs.key_root / job_id).exists()
+
+
+async def assert_left_nothing(h, tmp_path: Path, record: dict) -> None:
+    await assert_no_exports_of(h, tmp_path, record["id"])
     folder = Path(record["disk_results"][0]["qcow2_path"]).parent
     # Only a completed job keeps its images.
     assert folder.exists() == (record["status"] == "completed"), record

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .chains import Vm
-from .conftest import HubHarness, qemu_nbd_under
+from .conftest import HubHarness, assert_no_exports_of
 from .scripted_node import ScriptedNode
 
 
@@ -49,13 +49,5 @@ async def wait_restore(h: HubHarness, restore_id: str) -> dict[str, Any]:
 
 async def assert_restore_left_nothing(h: HubHarness, tmp_path: Path, restore_id: str) -> None:
     """No slot, no export, no socket and no key directory of the restore stay on the hub."""
-    code, metrics = await h.call("GET", "/api/v1/nbd/metrics")
-    assert code == 200
-    assert (metrics["allocated"], metrics["available"]) == (0, metrics["total"]), metrics
-    assert metrics["qemu_nbd_processes"] == 0, metrics
-    assert await h.call("GET", "/api/v1/nbd/ports") == (200, [])
-    assert qemu_nbd_under(tmp_path) == []
-    sockets = tmp_path / "nbd" / "node1"
-    assert not sockets.exists() or list(sockets.iterdir()) == []
-    assert not (h.hub.jobs.key_root / restore_id).exists()
+    await assert_no_exports_of(h, tmp_path, restore_id)
     assert h.hub.jobs.store.points_in_use() == set()

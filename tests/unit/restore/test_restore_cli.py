@@ -4,9 +4,7 @@ tests/integration/test_restore.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,9 @@ from rich.console import Console
 
 from sendense_tools.api.server import serve_app
 from sendense_tools.restore.cli import disk_table, list_table, summary_lines
+from tests.fixtures.cli import run_sendense, write_token
 from tests.fixtures.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "node-token-for-tests"
 CAPACITY = 8 << 20
 POINT_SUM = {"algorithm": "blake2b", "block_size": 4194304, "checksum": "1f" * 32}
@@ -128,10 +126,7 @@ class FakeHub:
 
 @pytest.fixture
 def token_file(tmp_path: Path) -> str:
-    p = tmp_path / "api-token"
-    p.write_text(TOKEN + "\n")
-    p.chmod(0o600)
-    return str(p)
+    return write_token(tmp_path, TOKEN)
 
 
 class Hub:
@@ -139,14 +134,9 @@ class Hub:
         self.fake, self.url, self.token_file = fake, url, token_file
 
     async def run(self, *args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sendense_tools", "restore", *args,
-            "--hub", self.url, "--token-file", self.token_file,
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await run_sendense(
+            "restore", *args, "--hub", self.url, "--token-file", self.token_file
+        )
 
 
 async def serving(fake: FakeHub, token_file: str):
