@@ -58,6 +58,14 @@ async def _broken(h, how: str) -> tuple[dict, Path]:
     return inc, image
 
 
+async def _hold_the_pool(h) -> dict:
+    """A running backup of a two-disk VM: it holds both slots of a two-slot pool."""
+    h.node.vms["db01"] = [4 * MiB, 4 * MiB]
+    code, busy = await h.call("POST", "/api/v1/backups", {"vm": "db01", "node": "node1"})
+    assert code == 201, busy
+    return busy
+
+
 @pytest.mark.parametrize("how", ["missing", "truncated", "header"])
 async def test_a_broken_chain_is_refused_before_any_slot_export_or_node_call(
     make_hub, tmp_path, how
@@ -67,9 +75,7 @@ async def test_a_broken_chain_is_refused_before_any_slot_export_or_node_call(
     h = await make_hub(ports=2)
     inc, image = await _broken(h, how)
     script = scripted_node(h)
-    h.node.vms["db01"] = [4 * MiB, 4 * MiB]
-    code, busy = await h.call("POST", "/api/v1/backups", {"vm": "db01", "node": "node1"})
-    assert code == 201, busy
+    busy = await _hold_the_pool(h)
     code, body = await restore(h, inc["id"])
     assert (code, body["error"]) == (409, "chain_broken"), body
     assert body["message"].startswith(f"{image}: "), body
@@ -86,9 +92,7 @@ async def test_a_sound_point_asked_for_while_the_pool_is_full_is_a_503(make_hub,
     h = await make_hub(ports=2)
     full = await point(h, Vm(h))
     script = scripted_node(h)
-    h.node.vms["db01"] = [4 * MiB, 4 * MiB]
-    code, busy = await h.call("POST", "/api/v1/backups", {"vm": "db01", "node": "node1"})
-    assert code == 201, busy
+    await _hold_the_pool(h)
     code, body = await restore(h, full["id"])
     assert (code, body["error"]) == (503, "pool_exhausted"), body
     assert script.starts == [] and await h.call("GET", "/api/v1/restores") == (200, [])

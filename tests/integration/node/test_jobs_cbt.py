@@ -13,6 +13,25 @@ def body(job_id: str, vcsim, made: dict, **extra) -> dict:
     return {"job_id": job_id, "vm": vcsim.vm, "nbd_targets": targets, **extra}
 
 
+async def backed_up(
+    vcsim, hub, make_node, qemu_nbd_target, job_id: str, **extra
+) -> tuple[dict, dict]:
+    """A node backs the simulator's VM up into new targets: (the hub's final report of the
+    job, the node's GET of it once ended)."""
+    await hub.up()
+    node = await make_node(vcsim, hub)
+    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
+    async with node.client() as client:
+        async with client.post(
+            "/api/v1/backup/start", json=body(job_id, vcsim, made, **extra)
+        ) as r:
+            assert r.status == 202, await r.text()
+        final = await hub.final(job_id)
+        async with client.get(f"/api/v1/backup/{job_id}") as resp:
+            job = await resp.json()
+    return final, job
+
+
 def vm_of(vcsim) -> tuple:
     session = vcsim.session()
     return session, find_vm(session, vcsim.vm)
@@ -24,17 +43,9 @@ async def test_a_demanded_incremental_on_a_vm_without_cbt_fails_with_the_reason(
     session, vm = vm_of(vcsim)
     try:
         set_cbt(session, vm, False)
-        await hub.up()
-        node = await make_node(vcsim, hub)
-        made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
         since = {d.disk_id: "52 aa bb-cc dd/3" for d in vcsim.disks}
-        start = body("c-refused", vcsim, made, mode="incremental", changed_since=since)
-        async with node.client() as client:
-            async with client.post("/api/v1/backup/start", json=start) as resp:
-                assert resp.status == 202, await resp.text()
-            final = await hub.final("c-refused")
-            async with client.get("/api/v1/backup/c-refused") as resp:
-                job = await resp.json()
+        final, job = await backed_up(vcsim, hub, make_node, qemu_nbd_target, "c-refused",
+                                     mode="incremental", changed_since=since)  # fmt: skip
         reason = "an incremental backup is not possible: CBT was just enabled"
         assert final["status"] == "failed" and final["error"] == reason
         assert job["status"] == "failed" and job["error"] == reason
@@ -51,15 +62,7 @@ async def test_a_full_reports_its_mode_reason_and_each_disks_new_change_id(
     session, vm = vm_of(vcsim)
     try:
         set_cbt(session, vm, True)
-        await hub.up()
-        node = await make_node(vcsim, hub)
-        made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
-        async with node.client() as client:
-            async with client.post("/api/v1/backup/start", json=body("c-full", vcsim, made)) as r:
-                assert r.status == 202, await r.text()
-            final = await hub.final("c-full")
-            async with client.get("/api/v1/backup/c-full") as resp:
-                job = await resp.json()
+        final, job = await backed_up(vcsim, hub, make_node, qemu_nbd_target, "c-full")
         assert final["status"] == "completed", final
         for report in (final, job):
             assert (report["mode"], report["mode_reason"]) == ("full", "no previous point")

@@ -6,7 +6,7 @@ import sendense_tools.backup.executor as executor
 from sendense_tools.vsphere.hardware import hardware_of
 from sendense_tools.vsphere.inventory import find_vm
 from sendense_tools.vsphere.params import VsphereError
-from tests.integration.node.test_jobs_cbt import body
+from tests.integration.node.test_jobs_cbt import backed_up
 
 
 def vm_hardware(vcsim) -> dict:
@@ -20,15 +20,7 @@ def vm_hardware(vcsim) -> dict:
 async def test_reports_after_the_snapshot_and_the_final_one_carry_the_hardware(
     vcsim, hub, make_node, qemu_nbd_target
 ):
-    await hub.up()
-    node = await make_node(vcsim, hub)
-    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
-    async with node.client() as client:
-        async with client.post("/api/v1/backup/start", json=body("h-full", vcsim, made)) as r:
-            assert r.status == 202, await r.text()
-        final = await hub.final("h-full")
-        async with client.get("/api/v1/backup/h-full") as resp:
-            job = await resp.json()
+    final, job = await backed_up(vcsim, hub, make_node, qemu_nbd_target, "h-full")
     assert final["status"] == "completed", final
     expected = vm_hardware(vcsim)
     assert final["hardware"] == job["hardware"] == expected
@@ -49,13 +41,7 @@ async def test_hardware_that_cannot_be_read_mocked_fault_is_null_and_the_backup_
 
     # A mocked fault: the simulator always answers the property read.
     monkeypatch.setattr(executor, "hardware_of", unreadable)
-    await hub.up()
-    node = await make_node(vcsim, hub)
-    made = {d.disk_id: qemu_nbd_target(d.capacity, export=d.disk_id) for d in vcsim.disks}
-    async with node.client() as client:
-        async with client.post("/api/v1/backup/start", json=body("h-none", vcsim, made)) as r:
-            assert r.status == 202, await r.text()
-        final = await hub.final("h-none")
+    final, _ = await backed_up(vcsim, hub, make_node, qemu_nbd_target, "h-none")
     assert final["status"] == "completed", final
     assert final["hardware"] is None
     assert all(r["hardware"] is None for r in hub.reports["h-none"])

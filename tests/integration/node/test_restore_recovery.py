@@ -3,11 +3,14 @@ deletes its files and reports the restore failed. A real `sendense node serve`."
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from sendense_tools.restore.tag import tag_of
 from sendense_tools.vsphere.inventory import find_vm
-from tests.fixtures.node_proc import nbdkit_sources, node_process
+from tests.fixtures.node_proc import NodeProcess, nbdkit_sources, node_process
 from tests.fixtures.restores import (
     MiB,
     NbdGate,
@@ -21,16 +24,18 @@ from tests.integration.node.conftest import TOKEN
 from tests.integration.node.test_outbox import wait_for
 
 
-async def test_a_restore_the_node_crashed_in_is_cleaned_up_and_reported_failed(
-    vcsim, hub, chain, tmp_path
-):
+@contextlib.asynccontextmanager
+async def writing_restore(
+    vcsim, hub, chain, tmp_path: Path, name: str
+) -> AsyncIterator[tuple[NodeProcess, str, dict]]:
+    """A real node whose restore as VM `name` is held in its writing phase: (the node, the
+    restore's job id, the source hardware). The node and the gate stop at the exit."""
     await hub.up()
     hardware = source_hardware(vcsim, ["disk0", "disk1"])
     points = Points(chain, hardware)
     sources = points.serve()
     gate = NbdGate(sources["disk0"]).start()
     node = node_process(tmp_path, vcsim, hub.url, TOKEN)
-    name = "restored-crash"
     try:
         gate.hold_after(MiB)  # the restore stays in its writing phase
         sources["disk0"] = gate.uri
@@ -42,6 +47,17 @@ async def test_a_restore_the_node_crashed_in_is_cleaned_up_and_reported_failed(
         await wait_for(
             lambda: any(x["phase"] == "writing" for x in hub.running(job_id)), "the writing phase"
         )
+        yield node, job_id, hardware
+    finally:
+        await node.stop()
+        gate.stop()
+
+
+async def test_a_restore_the_node_crashed_in_is_cleaned_up_and_reported_failed(
+    vcsim, hub, chain, tmp_path
+):
+    name = "restored-crash"
+    async with writing_restore(vcsim, hub, chain, tmp_path, name) as (node, job_id, hardware):
         await node.stop(signal.SIGKILL)
         # The crash left a half-made VM, marked as this restore's.
         [moref] = vms_called(vcsim, name)
@@ -64,33 +80,12 @@ async def test_a_restore_the_node_crashed_in_is_cleaned_up_and_reported_failed(
         assert_nothing_left(vcsim, name, hardware)
         await wait_for(lambda: node.log_count(f"final report for {job_id} delivered"), "delivery")
         assert not (tmp_path / "spool" / "restores" / "reports" / f"{job_id}.json").exists()
-    finally:
-        await node.stop()
-        gate.stop()
 
 
 async def test_a_node_stopped_mid_restore_cleans_up_before_it_exits(vcsim, hub, chain, tmp_path):
-    await hub.up()
-    hardware = source_hardware(vcsim, ["disk0", "disk1"])
-    points = Points(chain, hardware)
-    sources = points.serve()
-    gate = NbdGate(sources["disk0"]).start()
-    node = node_process(tmp_path, vcsim, hub.url, TOKEN)
-    try:
-        gate.hold_after(MiB)
-        sources["disk0"] = gate.uri
-        request = body("restored-stop", hardware, sources, points.disks())
-        job_id = request["job_id"]
-        await node.start()
-        async with node.client() as c, c.post("/api/v1/restore/start", json=request) as r:
-            assert r.status == 201, await r.text()
-        await wait_for(
-            lambda: any(x["phase"] == "writing" for x in hub.running(job_id)), "the writing phase"
-        )
+    name = "restored-stop"
+    async with writing_restore(vcsim, hub, chain, tmp_path, name) as (node, job_id, hardware):
         assert await node.stop(signal.SIGTERM) == 0
         final = await hub.final(job_id, within=5)  # sent before the node exited
-    finally:
-        await node.stop()
-        gate.stop()
     assert final["status"] == "cancelled", final
-    assert_nothing_left(vcsim, "restored-stop", hardware)
+    assert_nothing_left(vcsim, name, hardware)
