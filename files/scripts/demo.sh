@@ -86,7 +86,6 @@ mine = [r for r in records if r["name"] == sys.argv[2]]
 print(max(mine, key=lambda r: r["created_at"])["id"] if mine else "")' \
   "$TMP/restores.json" "$RESTORED")
 [ -n "$RID" ] || { echo "demo: FAILED: the hub has no restore of $ID as $RESTORED" >&2; exit 1; }
-podman exec hub "$SENDENSE" restore show "$RID"
 podman exec hub "$SENDENSE" restore show "$RID" --json >"$TMP/restore.json"
 NEWEST=$(newest)
 # Independently of the node's read-back: the new VM's disk files on the simulator's
