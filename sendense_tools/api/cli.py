@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import click
 
-from sendense_tools.api.client import ApiClient
+from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.config import read_secret
 from sendense_tools.errors import SendenseError
 
@@ -19,6 +20,9 @@ DEFAULT_HUB_URL = "http://127.0.0.1:8082"
 DEFAULT_TOKEN_FILE = "/etc/sendense/api-token"
 FINAL = ("completed", "failed", "cancelled")
 POLL_SECONDS = 1.0
+# The job goes on without us: a hub too busy to answer a poll in time, a 5xx or a
+# tunnel that drops for a while ends the wait only when it lasts this long.
+FOLLOW_GRACE_SECONDS = 300.0
 
 hub_option = click.option(
     "--hub",
@@ -50,8 +54,22 @@ async def follow(
     """Poll the job record at `path`, handing each to `seen`, until it has ended."""
     token = read_secret(token_file, "API token")
     async with ApiClient(hub_url, token) as api:
+        failing_since: float | None = None
         while True:
-            record = await api.get(path)
+            try:
+                record = await api.get(path)
+            except SendenseError as exc:
+                if isinstance(exc, ApiCallError) and exc.status < 500:
+                    raise
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    click.echo(f"sendense: warning: {exc}; still waiting", err=True)
+                elif now - failing_since > FOLLOW_GRACE_SECONDS:
+                    raise
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            failing_since = None
             seen(record)
             if record["status"] in FINAL:
                 return record

@@ -58,9 +58,16 @@ def restore_record(status: str, written: int, phase: str | None, read_back: dict
 class FakeHub:
     """Answers as the hub's restore API does; `final` is how the restore ends."""
 
-    def __init__(self, final: str = "completed", refuse: tuple[int, str, str] | None = None):
+    def __init__(
+        self,
+        final: str = "completed",
+        refuse: tuple[int, str, str] | None = None,
+        busy_polls: int = 0,
+    ):
         self.final = final
         self.refuse = refuse
+        # How many polls answer 503 first, as a hub too busy to serve them would.
+        self.busy_polls = busy_polls
         self.polls = 0
         self.bodies: list[dict] = []
         self.queries: list[dict] = []
@@ -96,6 +103,9 @@ class FakeHub:
             return no
         if request.match_info["id"] != "r-1":
             return self.error(404, "restore_not_found", "restore r-9 does not exist")
+        if self.busy_polls:
+            self.busy_polls -= 1
+            return self.error(503, "busy", "the hub is busy")
         self.polls += 1
         if self.polls == 1:
             return web.json_response(restore_record("running", CAPACITY // 2, "writing", None))
@@ -200,6 +210,15 @@ async def test_start_wait_off_a_tty_prints_plain_progress_lines_then_the_checked
     assert lines.index("phase: writing") < lines.index("phase: verifying")
     assert "status completed" in out
     assert f"blake2b:{POINT_SUM['checksum']}" in out.replace("\n", "").replace(" ", "")
+
+
+@pytest.mark.parametrize("hub", [FakeHub(busy_polls=2)], indirect=True)
+async def test_start_wait_outlasts_a_hub_too_busy_to_answer_a_poll(hub):
+    rc, out, err = await hub.run("start", "--backup", "b1", "--to", "lab-vm-restored", "--wait")
+    assert rc == 0, err
+    assert hub.fake.busy_polls == 0
+    assert err.splitlines() == ["sendense: warning: the hub is busy (HTTP 503 busy); still waiting"]
+    assert "status completed" in out
 
 
 @pytest.mark.parametrize("hub", [FakeHub("failed"), FakeHub("cancelled")], indirect=True)
