@@ -35,6 +35,7 @@ from sendense_tools.hub.errors import (
     RestoreNotFound,
     StartAborted,
     UnknownDisk,
+    UnknownPolicy,
     VmBusy,
     VmNotFound,
 )
@@ -85,6 +86,7 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     NodeNotFound: (404, "node_not_found"),
     VmNotFound: (404, "vm_not_found"),
     VmBusy: (409, "vm_busy"),
+    UnknownPolicy: (422, "unknown_policy"),
     NotActive: (409, "not_active"),
     Finishing: (409, "finishing"),
     NotFinished: (409, "not_finished"),
@@ -151,7 +153,7 @@ async def start_backup(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "node: required when the admin token starts a backup")
     if who != ADMIN and node != who:
         raise ApiError(403, "forbidden", f"node {who} may not start backups for node {node}")
-    record = await request.app[JOBS].start_backup(body.vm, node, body.mode)
+    record = await request.app[JOBS].start_backup(body.vm, node, body.mode, body.policy)
     return json_ok(record, status=201)
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
+from sendense_tools.policy.model import Policy, check_policies
 
 # sun_path holds 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -77,6 +78,14 @@ class NodeEntry(Strict):
     # The one key without a default: any shared fallback (the admin token, as
     # before) would let that node see and cancel every node's backups.
     token_file: str
+    # The node's backup policies (the same inventory data its node.toml holds): the
+    # hub prunes by their keep counts and alerts by their schedules.
+    policies: dict[str, Policy] = {}
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, value: dict[str, Policy]) -> dict[str, Policy]:
+        return check_policies(value)
 
 
 class HubConfig(Strict):

@@ -44,6 +44,11 @@ class NodeNotFound(HubError):
         super().__init__(f"node {node!r} is not configured on this hub")
 
 
+class UnknownPolicy(HubError):
+    def __init__(self, node: str, policy: str) -> None:
+        super().__init__(f"policy {policy!r} is not configured for node {node!r} on this hub")
+
+
 class VmBusy(HubError):
     def __init__(self, vm: str, active: str | None) -> None:
         which = f" (backup {active})" if active else ""

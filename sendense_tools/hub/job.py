@@ -24,6 +24,8 @@ class Job:
     # What was asked for (auto, full, incremental) and the parent the hub found for it.
     mode: str = "auto"
     plan: Plan = field(default_factory=lambda: Plan(None, None))
+    # The node's policy that asked for this backup (None: asked by hand).
+    policy: str | None = None
     exports: dict[str, Export] = field(default_factory=dict)
     key_dir: Path | None = None
     tls_username: str | None = None

@@ -25,6 +25,7 @@ from sendense_tools.hub.errors import (
     NotActive,
     NotFinished,
     UnknownDisk,
+    UnknownPolicy,
     VmBusy,
 )
 from sendense_tools.hub.exports import Export
@@ -107,12 +108,16 @@ class JobManager(Lifecycle):
 
     # -- start ----------------------------------------------------------------
 
-    async def start_backup(self, vm: str, node: str, mode: str = "auto") -> dict[str, Any]:
+    async def start_backup(
+        self, vm: str, node: str, mode: str = "auto", policy: str | None = None
+    ) -> dict[str, Any]:
         if node not in self.nodes:
             raise NodeNotFound(node)
+        if policy is not None and policy not in self.nodes[node].policies:
+            raise UnknownPolicy(node, policy)
         self._reserve(node, vm)
         # Shielded: a client that hangs up must not abandon half-started exports.
-        task = self._spawn(self._start(vm, node, mode), interruptible=True)
+        task = self._spawn(self._start(vm, node, mode, policy), interruptible=True)
         return await asyncio.shield(task)
 
     def _reserve(self, node: str, vm: str) -> None:
@@ -122,7 +127,7 @@ class JobManager(Lifecycle):
             raise VmBusy(vm, active)
         self._reserved.add(key)
 
-    async def _start(self, vm: str, node: str, mode: str) -> dict[str, Any]:
+    async def _start(self, vm: str, node: str, mode: str, policy: str | None) -> dict[str, Any]:
         reserved = [(node, vm)]
         try:
             client = self.node_client(node)
@@ -135,7 +140,13 @@ class JobManager(Lifecycle):
             # Before any slot: an impossible incremental starts nothing (NoParent).
             chosen = choose_parent(self.store, node, name, disks, mode)
             job = Job(
-                id=str(uuid.uuid4()), node=node, vm=name, client=client, mode=mode, plan=chosen
+                id=str(uuid.uuid4()),
+                node=node,
+                vm=name,
+                client=client,
+                mode=mode,
+                plan=chosen,
+                policy=policy,
             )
             job.starter = asyncio.current_task()
             # PoolExhausted and ExportCapReached go up as they are: the API maps them to 503.

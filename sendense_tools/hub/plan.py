@@ -44,6 +44,7 @@ def job_row(job: Job, host: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
         "mode": None if job.plan.parent else "full",
         "mode_reason": job.plan.reason,
         "parent": job.plan.parent.job_id if job.plan.parent else None,
+        "policy": job.policy,
     }
 
 

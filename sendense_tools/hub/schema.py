@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     mode TEXT,
     mode_reason TEXT,
     parent TEXT,
-    hardware TEXT
+    hardware TEXT,
+    policy TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS disks (
@@ -77,6 +78,18 @@ CREATE TABLE IF NOT EXISTS restores (
     chain TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS restores_status ON restores(status);
+-- One row per `sendense backup prune` (dry runs too): /metrics counts them.
+CREATE TABLE IF NOT EXISTS prune_runs (
+    id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    dry_run INTEGER NOT NULL,
+    policy TEXT,
+    status TEXT NOT NULL,
+    points_removed INTEGER NOT NULL DEFAULT 0,
+    merged_bytes INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
 CREATE TABLE IF NOT EXISTS restore_disks (
     restore_id TEXT NOT NULL REFERENCES restores(id),
     idx INTEGER NOT NULL,
@@ -119,7 +132,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 # Columns added after the first release, per table.
 NEW_COLUMNS = {
-    "jobs": ("phase", "mode", "mode_reason", "parent", "hardware"),
+    "jobs": ("phase", "mode", "mode_reason", "parent", "hardware", "policy"),
     "disks": ("change_id", "checksum", "changes", "areas"),
 }
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sendense_tools.api.fields import ByteCount
 from sendense_tools.api.hardware import Hardware
+from sendense_tools.policy.model import NAME_PATTERN
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -32,6 +33,12 @@ class StartRequest(Request):
         default="auto",
         description="auto: an incremental when the node has the evidence, else a full;"
         " incremental: fail instead of falling back to a full",
+    )
+    policy: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="the node's policy this backup runs for (one of the hub's"
+        " [nodes.<id>.policies]); its retention then applies to the VM's points",
     )
 
 
@@ -107,6 +114,7 @@ class BackupRecord(BaseModel):
     mode: Mode | None
     mode_reason: str | None = Field(description="why a full (or why an incremental failed)")
     parent: str | None = Field(description="the backup an incremental's overlays build on")
+    policy: str | None = Field(default=None, description="the policy that started it")
     nbd_targets_string: str
     disk_results: list[DiskResult]
     hardware: dict | None = Field(

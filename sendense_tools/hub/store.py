@@ -48,11 +48,11 @@ class Store(RestoreRows):
         stmts: list[tuple[str, tuple]] = [
             (
                 "INSERT INTO jobs (id, vm, node, status, created_at, nbd_targets, tls_username,"
-                " key_dir, mode, mode_reason, parent) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?,"
-                " ?, ?, ?)",
+                " key_dir, mode, mode_reason, parent, policy) VALUES (?, ?, ?, 'pending', ?, ?, ?,"
+                " ?, ?, ?, ?, ?)",
                 (job["id"], job["vm"], job["node"], now(), job["nbd_targets"],
                  job.get("tls_username"), job.get("key_dir"), job.get("mode"),
-                 job.get("mode_reason"), job.get("parent")),
+                 job.get("mode_reason"), job.get("parent"), job.get("policy")),
             )
         ]  # fmt: skip
         for i, d in enumerate(disks):
@@ -270,6 +270,7 @@ def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:
         "mode": job["mode"],
         "mode_reason": job["mode_reason"],
         "parent": job["parent"],
+        "policy": job["policy"],
         "nbd_targets_string": job["nbd_targets"],
         "hardware": loads(job["hardware"]),
         "disk_results": [

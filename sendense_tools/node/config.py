@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
 from sendense_tools.node.forwards import is_loopback
+from sendense_tools.policy.model import Policy, check_policies
 
 
 class ApiSection(Strict):
@@ -94,3 +95,11 @@ class NodeConfig(Strict):
     hub: HubSection = HubSection()
     vcenter: VcenterSection = VcenterSection()
     backup: BackupSection = BackupSection()
+    # [policies.<name>]: what `sendense policy run <name>` backs up (its timer is
+    # rendered by the node role from the same inventory data).
+    policies: dict[str, Policy] = {}
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, value: dict[str, Policy]) -> dict[str, Policy]:
+        return check_policies(value)
