@@ -167,3 +167,31 @@ def test_the_timers_of_removed_policies_are_the_ones_removed():
         "sendense_node", "policies.yml", "sendense_node_policy_timers_removed", variables
     )
     assert removed == ["sendense-policy-lab-chain-2.timer", "sendense-policy-old.timer"]
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
+@pytest.mark.parametrize(
+    ("role", "template", "unit_name"),
+    [
+        ("sendense_node", "sendense-policy@.service", "sendense-policy@lab.service"),
+        ("sendense_hub", "sendense-prune.service", "sendense-prune.service"),
+    ],
+)
+def test_the_new_services_are_hardened_like_the_others(tmp_path, role, template, unit_name):
+    """systemd-analyze security, offline, of the unit and the runtime's drop-in."""
+    units = tmp_path / "etc" / "systemd" / "system"
+    (units / f"{template}.d").mkdir(parents=True)
+    variables = node_variables() if role == "sendense_node" else roles.resolved_defaults(role)
+    (units / template).write_text(roles.render(role, f"{template}.j2", variables))
+    runtime = roles.resolved_defaults("sendense_runtime")
+    (units / f"{template}.d" / "50-hardening.conf").write_text(
+        roles.render("sendense_runtime", "hardening.conf.j2", runtime)
+    )
+    run = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", f"--root={tmp_path}", "--no-pager",
+         unit_name],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    last = [line for line in run.stdout.splitlines() if "Overall exposure level" in line][-1]
+    assert float(last.split(":", 1)[1].split()[0]) <= 1.5, last
