@@ -195,3 +195,19 @@ def test_the_new_services_are_hardened_like_the_others(tmp_path, role, template,
     )  # fmt: skip
     last = [line for line in run.stdout.splitlines() if "Overall exposure level" in line][-1]
     assert float(last.split(":", 1)[1].split()[0]) <= 1.5, last
+
+
+@pytest.mark.parametrize("inventory", ["lab", "example"])
+def test_the_inventories_policies_load_as_the_node_reads_them(inventory):
+    group_vars = roles.ROOT / "inventory" / inventory / "group_vars"
+    policies = roles.load_yaml(group_vars / "nodes.yml")["sendense_node_policies"]
+    variables = roles.node_variables(sendense_node_policies=policies)
+    text = roles.render("sendense_node", "node.toml.j2", variables)
+    config = parse_config(tomllib.loads(text), NodeConfig, source=f"inventory/{inventory}")
+    assert set(config.policies) == {p["name"] for p in policies}
+    if inventory == "lab":
+        # The lab seeds every VM its policies name (tests/infra backs them up).
+        seeded = roles.load_yaml(group_vars / "vcenters.yml")["sendense_lab_vcenter_vms"]
+        names = {v["name"] for v in seeded} | {"DC0_C0_RP0_VM0"}  # the first: the lab VM
+        assert {vm for p in config.policies.values() for vm in p.vms} <= names
+        assert config.policies["lab"].keep_last == 2
