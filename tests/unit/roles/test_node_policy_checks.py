@@ -56,6 +56,9 @@ CASES: dict[str, tuple[list[dict[str, Any]], str | None]] = {
     ),
 }
 
+HUB_CASE = "hub: bad prune schedule"
+BAD_PRUNE_SCHEDULE = "daily at 5"
+
 
 def _failure(play: dict) -> str | None:
     """The message of the play's failed task (the first failed item of a loop)."""
@@ -92,6 +95,19 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
         }
         for name, (policies, _) in CASES.items()
     ]  # fmt: skip
+    # The hub's own schedule, the prune timer's: the same judge.
+    plays.append({
+        "name": HUB_CASE,
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": {"sendense_hub_prune_schedule": BAD_PRUNE_SCHEDULE},
+        "tasks": [{
+            "block": [{"ansible.builtin.include_role": {"name": "sendense_hub",
+                                                        "tasks_from": "policies"}}],
+            "rescue": [{"ansible.builtin.debug": {"msg": "refused"}}],
+        }],
+    })  # fmt: skip
     playbook = base / "playbook.yml"
     playbook.write_text(json.dumps(plays))
     env = {
@@ -132,3 +148,9 @@ def test_valid_policies_pass_with_the_defaults_filled_in(outcomes):
     assert effective["lab-chain"]["schedule"] == "Sun *-*-* 03:00"
     assert effective["prod"]["folder"] == "DC0/vm/prod"
     assert effective["prod"]["keep_last"] == defaults["keep_last"]
+
+
+def test_a_bad_prune_schedule_is_refused_with_one_line(outcomes):
+    assert outcomes[HUB_CASE]["failure"] == (
+        f"sendense_hub_prune_schedule '{BAD_PRUNE_SCHEDULE}' is not a systemd OnCalendar expression"
+    )
