@@ -57,7 +57,9 @@ def _show(host, unit: str, prop: str) -> str:
 def _microseconds(host, span: str) -> int:
     """A systemd time span ("1min 30s") in µs, as systemd itself reads it."""
     out = run_ok(host, "systemd-analyze", "timespan", span)
-    return int(next(line for line in out.splitlines() if "μs:" in line).split(":", 1)[1])
+    # "μs:" in a UTF-8 locale, "us:" otherwise.
+    line = next(line for line in out.splitlines() if line.strip().startswith(("μs:", "us:")))
+    return int(line.split(":", 1)[1])
 
 
 def _normalized(host, schedule: str) -> str:
