@@ -23,6 +23,12 @@ bash files/scripts/lab.sh up
 step "Deploy: ansible-playbook -i inventory/lab playbooks/site.yml"
 "$BIN/ansible-playbook" -i inventory/lab playbooks/site.yml
 
+# A lab container started again after missing a 02:00 catches its policy timers up
+# (Persistent=true): let such a run end before the demo backs up the same VM.
+podman exec node sh -c 'for _ in $(seq 300); do
+  [ -z "$(systemctl list-units --no-legend --state=activating,active "sendense-policy@*")" ] && exit 0
+  sleep 2; done; echo "demo: a policy run still runs after 10 minutes" >&2; exit 1'
+
 podman exec vcenter cat /run/vcsim-lab/seed.json >"$TMP/seed.json"
 VM=$("$BIN/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$TMP/seed.json")
 
