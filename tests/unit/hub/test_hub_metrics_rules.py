@@ -4,11 +4,12 @@ checks and evaluates them against series shaped like the hub's /metrics."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.promtool import promtool
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 RULES = re.compile(r"<!-- sendense-alert-rules -->\n```yaml\n(.*?)```", re.S)
@@ -64,13 +65,6 @@ tests:
 
 
 @pytest.fixture
-def promtool() -> str:
-    found = shutil.which("promtool")
-    assert found, "promtool missing: `make setup` installs Debian's prometheus package"
-    return found
-
-
-@pytest.fixture
 def rules(tmp_path: Path) -> Path:
     found = RULES.search(README.read_text())
     assert found, "README.md has no <!-- sendense-alert-rules --> yaml block"
@@ -83,13 +77,13 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_promtool_accepts_the_readme_rules(promtool, rules):
-    done = run(promtool, "check", "rules", str(rules), cwd=rules.parent)
+def test_promtool_accepts_the_readme_rules(rules):
+    done = run(promtool(), "check", "rules", str(rules), cwd=rules.parent)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 2 rules found" in done.stdout
 
 
-def test_the_rules_fire_for_a_late_vm_and_a_full_repository_only(promtool, rules):
+def test_the_rules_fire_for_a_late_vm_and_a_full_repository_only(rules):
     (rules.parent / "test.yml").write_text(UNIT_TEST)
-    done = run(promtool, "test", "rules", "test.yml", cwd=rules.parent)
+    done = run(promtool(), "test", "rules", "test.yml", cwd=rules.parent)
     assert done.returncode == 0, done.stdout + done.stderr
