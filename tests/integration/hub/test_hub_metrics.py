@@ -1,7 +1,8 @@
 """/metrics of a real hub after real backups (qemu-nbd writing qcow2 fulls and
-overlays, the stand-in node's data path): each series against what a user would
-check by hand: the records, `stat` of the qcow2 files, `statvfs` of the repository,
-systemd's reading of the schedule, and the API's own lists.
+overlays, the stand-in node's data path; and once through the whole stack: the real
+node, tunnel and vCenter simulator): each series against what a user would check by
+hand: the records, `stat` of the qcow2 files, `statvfs` of the repository, systemd's
+reading of the schedule, and the API's own lists.
 
 The prune counters are checked against prune_runs rows written with plain SQL:
 the prune that writes them is engineer B's (the table is the contract).
@@ -13,6 +14,7 @@ import asyncio
 import os
 import sqlite3
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,14 +23,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sendense_tools.hub.schemas import Status
+from sendense_tools.hub.sql import ACTIVE
 from sendense_tools.policy.calendar import interval
 from sendense_tools.policy.model import Policy
 from tests.fixtures.promtool import LEGACY, metrics_problems
+from tests.fixtures.sshd import TEST_NODE
+from tests.fixtures.stack import running_stack, wait_until
+from tests.fixtures.vcsim import VcsimLab
 
 from .chains import Vm
 from .conftest import MiB, tmpfs
 
-pytestmark = pytest.mark.asyncio
 NIGHTLY = Policy(vms=["web01"], schedule="*-*-* 02:00:00", randomized_delay=1800)
 WEEKLY = Policy(vms=["db01"], schedule="Sun *-*-* 03:00:00", randomized_delay=600)
 ODD = 'odd "vm" \\ with\nnewline Ü'
@@ -49,17 +54,21 @@ def configure(h, **policies: Policy) -> None:
     h.hub.jobs.set_nodes(nodes, h.hub.jobs.node_tokens)
 
 
+def parse(text: str) -> dict[str, dict[tuple, float]]:
+    """Family -> (sorted labels -> value), as prometheus_client reads the text."""
+    return {
+        f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples}
+        for f in text_string_to_metric_families(text)
+    }
+
+
 async def scrape(h, token: str | None = None) -> tuple[str, dict[str, dict[tuple, float]]]:
     headers = {"Authorization": f"Bearer {token or h.tokens['admin']}"}
     async with h.session.get(h.url + "/metrics", headers=headers) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await resp.text()
-    parsed = {
-        f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples}
-        for f in text_string_to_metric_families(text)
-    }
-    return text, parsed
+    return text, parse(text)
 
 
 def vm_key(vm: str, policy: str | None = None, node: str = "node1") -> tuple:
@@ -199,3 +208,35 @@ async def test_the_prune_counters_add_up_the_prune_runs(make_hub):
     assert m["sendense_prune_points_removed"] == {(): 3}
     assert m["sendense_prune_merged_bytes"] == {(): 5 * MiB}
     assert m["sendense_prune_last_run_timestamp_seconds"] == {(): unix("2026-12-02T05:04:00+00:00")}
+
+
+def test_through_the_whole_stack_a_policys_backup_is_what_the_node_scrapes(
+    vcsim: VcsimLab, tmp_path: Path
+) -> None:
+    lab = {"vms": [vcsim.vm], "schedule": "hourly", "randomized_delay": 0}
+    sections = {f"nodes.{TEST_NODE}.policies.lab": lab}
+    with running_stack(vcsim, tmp_path, hub_sections=sections) as stack:
+        started = stack.api("POST", "/api/v1/backups", {"vm": vcsim.vm, "policy": "lab"})
+        path = f"/api/v1/backups/{started['id']}"
+        wait_until(
+            lambda: stack.api("GET", path)["status"] not in ACTIVE,
+            "the backup to end",
+            stack.procs,
+            timeout=300,
+        )
+        record = stack.api("GET", path)
+        assert record["status"] == "completed", (record["error"], stack.logs())
+        # Scraped as the node would: its token, through the tunnel.
+        request = urllib.request.Request(
+            stack.hub_url + "/metrics",
+            headers={"Authorization": f"Bearer {stack.node_token.read_text().strip()}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            m = parse(resp.read().decode())
+    key = vm_key(vcsim.vm, "lab", TEST_NODE)
+    assert m["sendense_vm_last_backup_timestamp_seconds"] == {key: unix(record["finished_at"])}
+    assert m["sendense_vm_backup_max_age_seconds"] == {key: interval("hourly") + 3600}
+    assert m["sendense_vm_restore_points"] == {vm_key(vcsim.vm, node=TEST_NODE): 1}
+    stored = m["sendense_vm_stored_bytes"][vm_key(vcsim.vm, node=TEST_NODE)]
+    assert stored == allocated([record]) > 0
+    assert m["sendense_jobs"][(("kind", "backup"), ("status", "completed"))] == 1
