@@ -40,9 +40,11 @@ from sendense_tools.hub.points import PointChecker
 from sendense_tools.hub.reconcile import remove_key_dirs, stop_leftovers
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.restores import RestoreManager
+from sendense_tools.hub.schemas import reported_mode
+from sendense_tools.hub.settle import Settler
 from sendense_tools.hub.sockets import ExportLayout
 from sendense_tools.hub.stall import watch
-from sendense_tools.hub.store import ACTIVE, FINALIZING, Store
+from sendense_tools.hub.store import ACTIVE, FINALIZING, STOPPED, Store
 from sendense_tools.hub.verify import ImageChecker
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class JobManager(Lifecycle):
         super().__init__()
         self.points = PointChecker(store, ImageChecker(store))
         self.endings = Endings(store, allocator, self.repository, self.points, self._jobs)
+        self.settler = Settler(store, self.endings, lambda c: self._spawn(c, interruptible=True))
         self.restores = RestoreManager(self)
 
     # -- helpers --------------------------------------------------------------
@@ -221,6 +224,8 @@ class JobManager(Lifecycle):
     # -- progress and completion ----------------------------------------------
 
     def progress(self, job_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        if self.settler.take_final(job_id, report):
+            return self.store.record(job_id) or {}
         job = self._active_job(job_id)
         if job.ending is not None:
             raise Finishing(job_id)
@@ -233,7 +238,7 @@ class JobManager(Lifecycle):
         job.report_seen()
         if report["status"] == "running":
             self.store.record_progress(
-                job_id, report.get("snapshot"), report["disks"], mode=_mode(report),
+                job_id, report.get("snapshot"), report["disks"], mode=reported_mode(report),
                 hardware=report.get("hardware"),
             )  # fmt: skip
         else:
@@ -245,7 +250,7 @@ class JobManager(Lifecycle):
         # flush, so that a hub restart from here on verifies it again.
         phase = FINALIZING if report["status"] == "completed" else None
         self.store.record_progress(
-            job.id, report.get("snapshot"), report["disks"], phase, _mode(report),
+            job.id, report.get("snapshot"), report["disks"], phase, reported_mode(report),
             report.get("hardware"),
         )  # fmt: skip
         job.closing = True
@@ -263,44 +268,51 @@ class JobManager(Lifecycle):
     # -- start-up and shut-down -----------------------------------------------
 
     async def reconcile(self) -> list[str]:
-        """After a restart: stop leftover qemu-nbd, free slots, fail unfinished jobs
-        (and verify again those the last run was finalizing). The failed ids."""
+        """After a restart: stop leftover qemu-nbd, free slots, verify again the jobs the
+        last run was finalizing, settle with their nodes those it left copying, and fail
+        the rest. The failed ids."""
         await stop_leftovers(self.store, self.layout, set(self.nodes), self.repository.root)
         remove_key_dirs(self.key_root)
         failed = []
         for job_id in self.store.active_jobs():
-            if self.store.finalizing(job_id):
+            row = self.store.job_row(job_id)
+            assert row is not None
+            if row["phase"] == FINALIZING:
                 self._spawn(self.endings.resume(job_id), interruptible=True)
-            else:
-                self.endings.conclude(job_id, "failed", "hub restarted")
-                failed.append(job_id)
-                # The node may still be copying into exports that are gone: tell it now
-                # (it also stops by itself at its next report, which the hub refuses).
-                row = self.store.job_row(job_id)
-                if row is not None and row["node"] in self.nodes:
-                    self._spawn(self.node_client(row["node"]).cancel(job_id))
+                continue
+            reason = "hub stopped" if row["phase"] == STOPPED else "hub restarted"
+            known = row["node"] in self.nodes
+            if known and row["status"] == "running":
+                self.settler.start(job_id, self.node_client(row["node"]), reason)
+                continue
+            self.endings.conclude(job_id, "failed", reason)
+            failed.append(job_id)
+            if known:
+                # The node may have been told to start just before the crash.
+                self._spawn(self.node_client(row["node"]).cancel(job_id))
         return failed
 
     async def shutdown(self) -> None:
-        """Hub stopping: every job still in flight fails and every qemu-nbd stops;
-        a job being finalized is left so, for the next start to verify."""
+        """Hub stopping: every qemu-nbd stops. A job still starting fails; one its node
+        was copying is left for the next start to settle with the node (it may finish
+        its copy meanwhile); a job being finalized is left so, for the next start to verify."""
         for task in list(self._interruptible):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for job in list(self._jobs.values()):
-            if not job.closing:
-                job.closing = True
+            if job.closing:
+                continue
+            job.closing = True
+            row = self.store.job_row(job.id)
+            if job.node_started and row is not None and row["status"] == "running":
+                self.store.set_phase(job.id, STOPPED)
+            else:
                 self._spawn(self.endings.teardown(job, "failed", "hub stopped"))
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Jobs whose own teardown was cut short still hold processes: stop them here.
+        # Left jobs, and jobs whose own teardown was cut short, still hold processes.
         for job in list(self._jobs.values()):
             await self.endings.stop_exports(job)
             self.endings.release(job)
         for job_id in self.store.active_jobs():
-            if not self.store.finalizing(job_id):
+            if self.store.phase(job_id) not in (FINALIZING, STOPPED):
                 self.endings.conclude(job_id, "failed", "hub stopped")
-
-
-def _mode(report: dict[str, Any]) -> tuple[str, str | None] | None:
-    """The node's (mode, reason), once it decided."""
-    return (report["mode"], report.get("mode_reason")) if report.get("mode") else None

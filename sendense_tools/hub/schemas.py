@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -79,6 +79,11 @@ class ProgressReport(Request):
     mode_reason: str | None = Field(default=None, max_length=4096)
     error: str | None = Field(default=None, max_length=65536)
     disks: list[DiskProgress] = Field(default=[], max_length=1024)
+
+
+def reported_mode(report: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The node's (mode, reason) from a report, once it decided."""
+    return (report["mode"], report.get("mode_reason")) if report.get("mode") else None
 
 
 class ListQuery(BaseModel):

@@ -18,6 +18,8 @@ from sendense_tools.hub.sql import ACTIVE, dump, loads, now
 
 # A running job whose node's final report was taken: a restart verifies it again.
 FINALIZING = "finalizing"
+# A job the hub stopped under its node: the next start settles it with the node.
+STOPPED = "stopped"
 
 
 __all__ = ["ACTIVE", "FINALIZING", "Store", "loads"]
@@ -90,6 +92,9 @@ class Store(RestoreRows, MetricRows):
                 )
             ]
         )
+
+    def set_phase(self, job_id: str, phase: str) -> None:
+        self._tx([("UPDATE jobs SET phase = ? WHERE id = ?", (phase, job_id))])
 
     def record_progress(
         self,
@@ -185,8 +190,11 @@ class Store(RestoreRows, MetricRows):
         return [r["id"] for r in rows]
 
     def finalizing(self, job_id: str) -> bool:
+        return self.phase(job_id) == FINALIZING
+
+    def phase(self, job_id: str) -> str | None:
         row = self._db.execute("SELECT phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row is not None and row["phase"] == FINALIZING
+        return row["phase"] if row is not None else None
 
     def active_job_for_vm(self, node: str, vm: str) -> str | None:
         row = self._db.execute(
