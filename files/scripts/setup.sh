@@ -11,6 +11,7 @@ APT_PACKAGES=(
   golang-go golang-github-vmware-govmomi-dev systemd sqlite3 curl iproute2
   ca-certificates git make netavark aardvark-dns iptables
   gcc python3-dev
+  prometheus
 )
 
 missing=()

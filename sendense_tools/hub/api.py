@@ -42,7 +42,7 @@ from sendense_tools.hub.errors import (
 from sendense_tools.hub.exports import ExportError
 from sendense_tools.hub.images import ImageError, StorageError
 from sendense_tools.hub.jobs import JobManager
-from sendense_tools.hub.metrics import nbd_metrics, prometheus
+from sendense_tools.hub.metrics import CONTENT_TYPE, gather, nbd_metrics, prometheus
 from sendense_tools.hub.restore_api import RESTORE_OPERATIONS
 from sendense_tools.hub.schemas import (
     Allocation,
@@ -221,15 +221,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    jobs = request.app[JOBS]
-    text = prometheus(
-        jobs.allocator.hub_metrics(list(jobs.nodes)),
-        jobs.pools(_own_nodes(request)),
-        jobs.qemu_nbd_processes(),
-        jobs.allocator.max_exports,
-        jobs.store.status_counts(),
-    )
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    # A node's token sees its own VMs and jobs only, as in the backup lists.
+    _, node = listed_node(request, None)
+    scrape = await gather(request.app[JOBS], node, _own_nodes(request))
+    return web.Response(body=prometheus(scrape).encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 BACKUP = "/api/v1/backups/{id}"

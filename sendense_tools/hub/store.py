@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.hub.metric_rows import MetricRows
 from sendense_tools.hub.restore_store import RestoreRows
 from sendense_tools.hub.schema import migrate
 from sendense_tools.hub.sql import ACTIVE, dump, loads, now
@@ -24,7 +25,7 @@ STOPPED = "stopped"
 __all__ = ["ACTIVE", "FINALIZING", "Store", "loads"]
 
 
-class Store(RestoreRows):
+class Store(RestoreRows, MetricRows):
     def __init__(self, path: str | Path) -> None:
         db = Path(path)
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -259,10 +260,6 @@ class Store(RestoreRows):
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         jobs = [dict(r) for r in self._db.execute(sql, (*args, limit))]
         return [_public(j, self.disks(j["id"])) for j in jobs]
-
-    def status_counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
-        return {r["status"]: r["n"] for r in rows}
 
 
 def _public(job: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -110,15 +110,24 @@ CAPACITIES = [8 * MiB, 12 * MiB]
 class Vm:
     """A VM of the stand-in node: its disks' bytes, and each backup the node makes of it."""
 
-    def __init__(self, h, name: str = "web01", capacities: list[int] = CAPACITIES) -> None:
+    def __init__(
+        self,
+        h,
+        name: str = "web01",
+        capacities: list[int] = CAPACITIES,
+        policy: str | None = None,
+    ) -> None:
         self.h = h
         self.name = name
+        # The node's policy its backups run for (POST /api/v1/backups "policy").
+        self.policy = policy
         self.disks = [Disk(c) for c in capacities]
         self.snapshots = 0
         h.node.vms[name] = list(capacities)
 
     async def start(self, mode: str | None = None) -> dict[str, Any]:
-        body = {"vm": self.name, "node": "node1"} | ({"mode": mode} if mode else {})
+        body = {"vm": self.name, "node": "node1", "policy": self.policy}
+        body |= {"mode": mode} if mode else {}
         code, record = await self.h.call("POST", "/api/v1/backups", body)
         assert code == 201, record
         return record

@@ -9,6 +9,7 @@ and PUTs the final report with SHA-256 per disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -413,13 +414,13 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             await item.__aexit__(None, None, None)
 
 
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MiB tmpfs (root only): a repository that fills up or turns read-only."""
-    where = tmp_path / "small-fs"
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` (mount's size=, root only) at `where`: a filesystem this
+    test alone writes to (it fills up, turns read-only, or holds still for statvfs)."""
     where.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
         capture_output=True,
         text=True,
         check=False,
@@ -430,6 +431,13 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a repository that fills up or turns read-only."""
+    with tmpfs(tmp_path / "small-fs", "2m") as where:
+        yield where
 
 
 def fill(directory: Path) -> None:

@@ -1,4 +1,5 @@
-"""sd_notify over a real unix datagram socket, watchdog parsing, Prometheus text."""
+"""sd_notify over a real unix datagram socket, watchdog parsing, pool metrics (the
+Prometheus text: test_hub_metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 
 from sendense_tools import systemd
 from sendense_tools.hub.allocator import PoolMetrics
-from sendense_tools.hub.metrics import nbd_metrics, prometheus
+from sendense_tools.hub.metrics import nbd_metrics
 
 
 def test_notify_sends_one_datagram_to_notify_socket(tmp_path, monkeypatch):
@@ -34,7 +35,7 @@ def test_watchdog_interval_is_half_the_timeout_for_this_process_only(monkeypatch
     assert systemd.watchdog_interval() is None
 
 
-def test_pool_metrics_and_prometheus_text_per_node():
+def test_pool_metrics_per_node():
     a = PoolMetrics(total=101, allocated=3, available=98)
     b = PoolMetrics(total=101, allocated=0, available=101)
     hub = PoolMetrics(total=202, allocated=3, available=199)
@@ -44,12 +45,3 @@ def test_pool_metrics_and_prometheus_text_per_node():
         "nodes": {"a": {"total": 101, "allocated": 3, "available": 98, "utilization": 0.0297},
                   "b": {"total": 101, "allocated": 0, "available": 101, "utilization": 0.0}},
     }  # fmt: skip
-    text = prometheus(hub, {"a": a, "b": b}, 3, 404, {"completed": 2})
-    samples = dict(l.rsplit(" ", 1) for l in text.splitlines() if not l.startswith("#"))  # noqa: E741
-    assert samples["sendense_hub_nbd_ports_available"] == "199"
-    assert samples['sendense_hub_nbd_ports_available{node="a"}'] == "98"
-    assert samples['sendense_hub_nbd_ports_allocated{node="b"}'] == "0"
-    assert samples["sendense_hub_nbd_max_exports"] == "404"
-    assert samples['sendense_hub_backups{status="completed"}'] == "2"
-    assert samples['sendense_hub_backups{status="failed"}'] == "0"
-    assert "# TYPE sendense_hub_qemu_nbd_processes gauge" in text
