@@ -7,6 +7,7 @@ the node, the hub and the timer in agreement.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 from datetime import datetime
@@ -43,7 +44,14 @@ def check_schedule(expression: str) -> str:
     return expression
 
 
+# Enough elapses of a daily schedule to span a weekend: "Mon..Fri 02:00" waits 3 days.
+_ITERATIONS = 9
+
+
 def interval(expression: str) -> float | None:
-    """Seconds between the next two times the schedule fires (None: it fires once at most)."""
-    times = [datetime.fromisoformat(f"{m}+00:00") for m in _ELAPSE.findall(_analyze(expression, 2))]
-    return (times[1] - times[0]).total_seconds() if len(times) >= 2 else None
+    """The longest wait between two of the schedule's next elapses, in seconds (None: it
+    fires once at most): how long a VM may go without a backup when every run succeeds."""
+    found = _ELAPSE.findall(_analyze(expression, _ITERATIONS))
+    times = [datetime.fromisoformat(f"{m}+00:00") for m in found]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    return max(gaps) if gaps else None
