@@ -13,7 +13,7 @@ from sendense_tools.vsphere.props import wait_task
 from tests.fixtures.vcsim import VM_NAME, VcsimLab, seeded_vcsim
 
 DISK = 16 << 20
-BY_NAME = [f"DC0_C0_RP0_VM{n}" for n in (1, 4, 5, 7, 8)]
+BY_NAME = [f"DC0_C0_RP0_VM{n}" for n in (1, 4, 5, 7, 8, 9)]
 IN_FOLDER = ["DC0_C0_RP0_VM2", "DC0_C0_RP0_VM3"]
 TEMPLATE = "DC0_C0_RP0_VM6"
 FOLDER = "DC0/vm/pol"
