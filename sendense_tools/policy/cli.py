@@ -121,6 +121,8 @@ def list_cmd(config_path: str, as_json: bool) -> None:
     entries = [
         _listing(n, p, resolved.get(n), unreachable) for n, p in sorted(cfg.policies.items())
     ]
+    if unreachable:
+        click.echo(f"sendense: warning: {unreachable}", err=True)
     if as_json:
         echo_json(entries)
         return
@@ -139,5 +141,3 @@ def list_cmd(config_path: str, as_json: bool) -> None:
             "\n".join(vms) or e["error"] or "-",
         )
     Console().print(table)
-    if unreachable:
-        click.echo(f"sendense: warning: {unreachable}", err=True)
