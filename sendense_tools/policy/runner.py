@@ -76,7 +76,8 @@ class _Run:
 
     def _skip(self, out: Outcome, active: str | None) -> Outcome:
         out.status = "skipped"
-        out.skipped = f"backup {active or '(id not reported)'} still running"
+        # No id: the hub is still starting the other backup (409 before its record exists).
+        out.skipped = f"backup {active} still running" if active else "a backup still starting"
         self.log(out.vm, f"skipped: {out.skipped}")
         return out
 
