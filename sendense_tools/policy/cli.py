@@ -131,8 +131,12 @@ def list_cmd(config_path: str, as_json: bool) -> None:
         table.add_column(col)
     table.add_column("VMs", overflow="fold")
     for e in entries:
-        vms = [v["name"] for v in e["resolved"] or []]
-        vms += [f"{given} ({why})" for given, why in e["unresolved"].items()]
+        if e["resolved"] is None:
+            # vCenter is out of reach (warned once): what the policy names, as given.
+            vms = [*e["vms"], *([f"folder {e['folder']}"] if e["folder"] else [])]
+        else:
+            vms = [v["name"] for v in e["resolved"]]
+            vms += [f"{given} ({why})" for given, why in e["unresolved"].items()]
         table.add_row(
             e["name"],
             f"{e['schedule']} (+{e['randomized_delay']} s)",

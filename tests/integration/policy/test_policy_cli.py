@@ -37,9 +37,11 @@ def stack(vcsim: VcsimLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield s
 
 
-def run(stack: Stack, name: str, config: Path | None = None) -> subprocess.CompletedProcess:
-    node_toml = str(config or stack.node_toml)
-    return stack.cli("policy", "run", name, "--config", node_toml, "--json", timeout=600)
+def run(
+    stack: Stack, name: str, config: Path | None = None, as_json: bool = True
+) -> subprocess.CompletedProcess:
+    args = ("policy", "run", name, "--config", str(config or stack.node_toml))
+    return stack.cli(*args, *(["--json"] if as_json else []), timeout=600)
 
 
 def node_toml_with(stack: Stack, policies: dict[str, dict]) -> Path:
@@ -201,9 +203,11 @@ def test_an_unknown_vm_or_folder_fails_with_one_line(
     stack: Stack, policy: dict, expected: str
 ) -> None:
     before = stack.api("GET", "/api/v1/backups?limit=10000", direct=True)
-    r = run(stack, "serial", node_toml_with(stack, {"serial": policy}))
+    r = run(stack, "serial", node_toml_with(stack, {"serial": policy}), as_json=False)
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(expected), r.stderr
+    # The summary table names what failed; a run that could not start prints none.
+    assert ("no-such-vm" in r.stdout and "failed" in r.stdout) == ("vms" in policy), r.stdout
     assert stack.api("GET", "/api/v1/backups?limit=10000", direct=True) == before
 
 
