@@ -9,6 +9,7 @@ from sendense_tools.backup.cli import backup
 from sendense_tools.clirun import run
 from sendense_tools.hub.cli import hub
 from sendense_tools.node.cli import node
+from sendense_tools.policy.cli import policy
 from sendense_tools.restore.cli import restore
 from sendense_tools.tunnel.cli import tunnel
 
@@ -24,6 +25,7 @@ cli.add_command(node)
 cli.add_command(hub)
 cli.add_command(backup)
 cli.add_command(restore)
+cli.add_command(policy)
 
 
 def main() -> None:

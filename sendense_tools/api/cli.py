@@ -23,6 +23,8 @@ POLL_SECONDS = 1.0
 # The job goes on without us: a hub too busy to answer a poll in time, a 5xx or a
 # tunnel that drops for a while ends the wait only when it lasts this long.
 FOLLOW_GRACE_SECONDS = 300.0
+# A chain longer than this is a loop in the records, not a history.
+MAX_CHAIN = 10000
 
 hub_option = click.option(
     "--hub",
@@ -74,6 +76,19 @@ async def follow(
             if record["status"] in FINAL:
                 return record
             await asyncio.sleep(POLL_SECONDS)
+
+
+async def chain_of(api: ApiClient, backup_id: str) -> list[dict[str, Any]]:
+    """The records of a point's chain, its full first: each point's parent, in turn."""
+    chain: list[dict[str, Any]] = []
+    current: str | None = backup_id
+    while current is not None:
+        if len(chain) >= MAX_CHAIN or current in {r["id"] for r in chain}:
+            raise SendenseError(f"backup {backup_id}: its chain loops at {current}")
+        record = await api.get(f"/api/v1/backups/{current}")
+        chain.append(record)
+        current = record.get("parent")
+    return chain[::-1]
 
 
 def echo_json(data: Any) -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 from sendense_tools.api.cli import (
     FINAL,
     call,
+    chain_of,
     checksum_text,
     echo_json,
     follow,
@@ -28,8 +29,6 @@ from sendense_tools.config import read_secret
 from sendense_tools.errors import SendenseError
 
 MODES = ("auto", "full", "incremental")
-# A chain longer than this is a loop in the records, not a history.
-MAX_CHAIN = 10000
 
 
 def _checksum(disk: dict[str, Any]) -> str:
@@ -88,18 +87,8 @@ def _print_record(record: dict[str, Any], chain: list[dict[str, Any]] | None = N
 
 
 async def _chain(hub_url: str, token_file: str, backup_id: str) -> list[dict[str, Any]]:
-    """The records of a point's chain, its full first: each point's parent, in turn."""
-    token = read_secret(token_file, "API token")
-    chain: list[dict[str, Any]] = []
-    async with ApiClient(hub_url, token) as api:
-        current: str | None = backup_id
-        while current is not None:
-            if len(chain) >= MAX_CHAIN or current in {r["id"] for r in chain}:
-                raise SendenseError(f"backup {backup_id}: its chain loops at {current}")
-            record = await api.get(f"/api/v1/backups/{current}")
-            chain.append(record)
-            current = record.get("parent")
-    return chain[::-1]
+    async with ApiClient(hub_url, read_secret(token_file, "API token")) as api:
+        return await chain_of(api, backup_id)
 
 
 async def _wait(hub_url: str, token_file: str, backup_id: str, bars: DiskBars) -> dict:
