@@ -25,7 +25,7 @@ class StorageError(Exception):
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 
 
-async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
+async def run_tool(*argv: str, env: dict[str, str] | None = None) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -58,7 +58,7 @@ async def create_image(path: Path, capacity: int, backing: Path | None = None) -
         # C locale: the strerror text below is matched in English.
         # qemu-img 7.2 refuses -b without -F.
         chain = ["-b", str(backing), "-F", "qcow2"] if backing is not None else []
-        await _run(
+        await run_tool(
             "qemu-img", "create", "-q", "-f", "qcow2", *chain, str(path), str(capacity),
             env={**os.environ, "LC_ALL": "C"},
         )  # fmt: skip
@@ -72,4 +72,4 @@ async def create_image(path: Path, capacity: int, backing: Path | None = None) -
 async def drop_backing(path: Path) -> None:
     """Make an overlay stand alone without reading it: only right when every cluster
     was written (a full the node copied into the overlay, zeroes included)."""
-    await _run("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", "", str(path))
+    await run_tool("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", "", str(path))

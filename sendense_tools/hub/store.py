@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.hub.prune_store import PruneRows
 from sendense_tools.hub.restore_store import RestoreRows
 from sendense_tools.hub.schema import migrate
 from sendense_tools.hub.sql import ACTIVE, dump, loads, now
@@ -22,7 +23,7 @@ FINALIZING = "finalizing"
 __all__ = ["ACTIVE", "FINALIZING", "Store", "loads"]
 
 
-class Store(RestoreRows):
+class Store(RestoreRows, PruneRows):
     def __init__(self, path: str | Path) -> None:
         db = Path(path)
         db.parent.mkdir(parents=True, exist_ok=True)
