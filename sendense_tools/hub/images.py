@@ -8,6 +8,8 @@ import errno
 import os
 from pathlib import Path
 
+from sendense_tools.process import dying_with_parent
+
 
 class ImageError(Exception):
     """qemu-img failed for a reason that is not the repository's (one line for a person)."""
@@ -26,8 +28,10 @@ _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.
 
 
 async def run_tool(*argv: str, env: dict[str, str] | None = None) -> None:
+    # A hub killed mid-merge must not leave a qemu-img writing a file the next start
+    # removes: the kernel kills it with the hub.
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        *dying_with_parent(list(argv), "KILL"),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

@@ -35,6 +35,7 @@ class Pruner:
         # What holds the prune lock (a run's id, or the start-up recovery).
         self.busy: str | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._recovery: asyncio.Task | None = None
 
     def _policies(self, node: str) -> dict[str, Policy] | None:
         entry = self.jobs.nodes.get(node)
@@ -58,7 +59,7 @@ class Pruner:
         if failed := self.store.fail_running_prunes("hub restarted"):
             log.warning("marked %d unfinished prune runs failed: hub restarted", failed)
         self._take(RECOVERING)
-        self._spawn(self._recover_alone())
+        self._recovery = self._spawn(self._recover_alone())
 
     async def _recover_alone(self) -> None:
         try:
@@ -92,7 +93,11 @@ class Pruner:
     # -- a run ----------------------------------------------------------------
 
     async def run(self, dry_run: bool, policy: str | None, node: str | None) -> dict[str, Any]:
-        """One prune, to its end even if the caller hangs up; the run's record."""
+        """One prune, to its end even if the caller hangs up; the run's record. A prune
+        asked for while the start-up recovery runs waits for it (the timer's first run
+        after a crash is not refused)."""
+        if self._recovery is not None and not self._recovery.done():
+            await asyncio.shield(self._recovery)
         run_id = str(uuid.uuid4())
         self._take(run_id)
         task = self._spawn(self._run(run_id, dry_run, policy, node))

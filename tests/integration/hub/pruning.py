@@ -11,7 +11,7 @@ from typing import Any
 from sendense_tools.hub.chaincheck import check_chain
 from sendense_tools.policy.model import Policy
 
-from .chains import Vm, incremental_writes
+from .chains import Vm, Write, incremental_writes
 from .conftest import HubHarness
 
 POLICY = "nightly"
@@ -28,13 +28,15 @@ def set_policy(h: HubHarness, name: str = POLICY, vms: tuple[str, ...] = ("web01
                    jobs.node_tokens)  # fmt: skip
 
 
-async def policy_backup(vm: Vm, node_mode: str, policy: str | None = POLICY) -> dict[str, Any]:
-    """A completed point of `vm` started for `policy`, its data copied by the stand-in."""
+async def policy_backup(
+    vm: Vm, node_mode: str, policy: str | None = POLICY, writes: list[list[Write]] | None = None
+) -> dict[str, Any]:
+    """A completed point of `vm` started for `policy`, its data copied by the stand-in
+    (`writes` per disk; default: chains.py's few MiB)."""
     body = {"vm": vm.name, "node": "node1", "policy": policy}
     code, record = await vm.h.call("POST", "/api/v1/backups", body)
     assert code == 201, record
-    writes = None
-    if node_mode == "incremental":
+    if writes is None and node_mode == "incremental":
         writes = [incremental_writes(d.capacity) for d in vm.disks]
     await vm.copy(record, node_mode, writes=writes)
     done = await vm.h.wait_status(record["id"])

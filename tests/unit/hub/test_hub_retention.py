@@ -23,9 +23,7 @@ def points(*stamps: str) -> list[Dated]:
 
 # Two a day at 02:00 and 14:00 UTC, every day from 2026-09-01 to 2026-12-01.
 DAYS = [datetime(2026, 9, 1, tzinfo=UTC) + timedelta(days=i) for i in range(92)]
-HISTORY = points(
-    *(f"{d:%Y-%m-%d}T{h:02d}:00:00+00:00" for d in DAYS for h in (2, 14))
-)
+HISTORY = points(*(f"{d:%Y-%m-%d}T{h:02d}:00:00+00:00" for d in DAYS for h in (2, 14)))
 
 
 def test_keep_last_keeps_the_newest_n_and_the_newest_is_always_kept():
