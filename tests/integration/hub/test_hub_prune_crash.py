@@ -117,9 +117,7 @@ def _instant(name: str, child: list[str], point: list[str]):
     if name == "committing":
         return lambda: bool(_procs("qemu-img", "commit", ".merge-"))
     # disk0 renamed into place (it no longer backs onto the point), disk1 not yet.
-    return lambda: (
-        backing_of(child[0]) is None and backing_of(child[1]) == point[0].replace("disk0", "disk1")
-    )
+    return lambda: backing_of(child[0]) is None and backing_of(child[1]) == point[1]
 
 
 def _hub_toml(tmp_path: Path, work: Path, node_url: str) -> tuple[Path, str, str]:
