@@ -7,10 +7,7 @@ cancelled (or the hub could not be reached), 2 bad usage or a request the hub re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -27,35 +24,13 @@ from sendense_tools.api.cli import (
     list_path,
     raise_if_unsuccessful,
     records_of,
+    run_refusing,
     token_option,
 )
-from sendense_tools.api.client import ApiCallError
 from sendense_tools.backup.progress import DiskBars
 
-T = TypeVar("T")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PIPE_WIDTH = 250
-
-
-class Refused(click.ClickException):
-    """The hub said no to the request itself: bad usage, as far as the caller goes."""
-
-    exit_code = 2
-
-
-@contextlib.contextmanager
-def _refusals() -> Iterator[None]:
-    try:
-        yield
-    except ApiCallError as exc:
-        if 400 <= exc.status < 500:
-            raise Refused(f"refused: {exc}") from None
-        raise
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    with _refusals():
-        return asyncio.run(coro)
 
 
 def _verified(disk: dict[str, Any]) -> str:
@@ -171,7 +146,7 @@ def start(
         "power_on": power_on,
     }
     path = f"/api/v1/backups/{backup_id}/restore"
-    record = _run(call(hub_url, token_file, "POST", path, body))
+    record = run_refusing(call(hub_url, token_file, "POST", path, body))
     if wait and record["status"] not in FINAL:
         with DiskBars(enabled=not as_json, lines=True) as bars:
 
@@ -181,7 +156,9 @@ def start(
                     total = d.get("bytes_total") or d.get("capacity") or 0
                     bars.update(d["disk_id"], d.get("bytes_written") or 0, total)
 
-            record = _run(follow(hub_url, token_file, f"/api/v1/restores/{record['id']}", seen))
+            record = run_refusing(
+                follow(hub_url, token_file, f"/api/v1/restores/{record['id']}", seen)
+            )
     if as_json:
         echo_json(record)
     elif wait:
@@ -209,7 +186,7 @@ def list_cmd(
     """Restore records, newest first."""
     filters = (("node", node), ("status", status), ("backup", backup_id))
     path = list_path("/api/v1/restores", filters)
-    records = records_of(_run(call(hub_url, token_file, "GET", path)), "restores")
+    records = records_of(run_refusing(call(hub_url, token_file, "GET", path)), "restores")
     if as_json:
         echo_json(records)
     else:
@@ -223,7 +200,7 @@ def list_cmd(
 @json_option
 def show(restore_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
     """One restore: per disk whether it is verified, the point's and the read-back checksum."""
-    record = _run(call(hub_url, token_file, "GET", f"/api/v1/restores/{restore_id}"))
+    record = run_refusing(call(hub_url, token_file, "GET", f"/api/v1/restores/{restore_id}"))
     if as_json:
         echo_json(record)
     else:
@@ -238,7 +215,7 @@ def show(restore_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
 def cancel(restore_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
     """Cancel a running restore: the node removes the VM and files it created."""
     path = f"/api/v1/restores/{restore_id}/cancel"
-    record = _run(call(hub_url, token_file, "POST", path, {}))
+    record = run_refusing(call(hub_url, token_file, "POST", path, {}))
     if as_json:
         echo_json(record)
     else:
