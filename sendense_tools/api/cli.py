@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import click
+from rich.console import Console
 
 from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.config import read_secret
@@ -25,6 +26,7 @@ POLL_SECONDS = 1.0
 # The job goes on without us: a hub too busy to answer a poll in time, a 5xx or a
 # tunnel that drops for a while ends the wait only when it lasts this long.
 FOLLOW_GRACE_SECONDS = 300.0
+PIPE_WIDTH = 250
 
 hub_option = click.option(
     "--hub",
@@ -139,3 +141,9 @@ def run_refusing(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(coro), with the hub's refusals as exit 2."""
     with refusals():
         return asyncio.run(coro)
+
+
+def wide_console() -> Console:
+    console = Console()
+    # Off a terminal rich assumes 80 columns and would fold each id and checksum over lines.
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)

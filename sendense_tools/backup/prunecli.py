@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from sendense_tools.api.cli import (
@@ -20,6 +19,7 @@ from sendense_tools.api.cli import (
     json_option,
     run_refusing,
     token_option,
+    wide_console,
 )
 from sendense_tools.errors import SendenseError
 from sendense_tools.policy.model import NAME_PATTERN
@@ -53,7 +53,7 @@ def summary(run: dict[str, Any]) -> str:
 
 
 def print_run(run: dict[str, Any]) -> None:
-    console = Console()
+    console = wide_console()
     for vm in run["vms"]:
         if vm["skipped"]:
             console.print(f"{vm['vm']} on {vm['node']}: skipped: {vm['skipped']}")

@@ -21,7 +21,7 @@ from sendense_tools.policy.model import NAME_PATTERN
 
 
 class PruneRequest(Request):
-    dry_run: bool = Field(default=False, description="plan only: nothing is changed")
+    dry_run: bool = Field(default=False, strict=True, description="plan only: nothing is changed")
     policy: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="only the VMs this policy governs"
     )

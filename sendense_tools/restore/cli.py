@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from sendense_tools.api.cli import (
@@ -26,11 +25,11 @@ from sendense_tools.api.cli import (
     records_of,
     run_refusing,
     token_option,
+    wide_console,
 )
 from sendense_tools.backup.progress import DiskBars
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-PIPE_WIDTH = 250
 
 
 def _verified(disk: dict[str, Any]) -> str:
@@ -75,14 +74,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _console() -> Console:
-    console = Console()
-    # Off a terminal rich assumes 80 columns and would fold each checksum over lines.
-    return console if console.is_terminal else Console(width=PIPE_WIDTH)
-
-
 def print_record(record: dict[str, Any]) -> None:
-    console = _console()
+    console = wide_console()
     console.print(disk_table(record))
     for line in summary_lines(record):
         console.print(line, highlight=False, markup=False)
@@ -190,7 +183,7 @@ def list_cmd(
     if as_json:
         echo_json(records)
     else:
-        _console().print(list_table(records))
+        wide_console().print(list_table(records))
 
 
 @restore.command("show")

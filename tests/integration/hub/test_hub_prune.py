@@ -4,6 +4,7 @@ build on (real qemu-img), and what must stay untouched."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -265,3 +266,30 @@ async def test_a_point_a_running_restore_reads_is_kept(make_hub):
     assert code == 200 and run["points_removed"] == 2, run
     await assert_points_sound(h, [await h.record(inc2["id"])])
     assert os.listdir(Path(h.hub.config.repository.path) / "web01") == [inc2["id"]]
+
+
+async def test_the_cli_shows_the_dry_run_then_prunes_through_the_real_hub(make_hub, tmp_path):
+    from tests.fixtures.cli import run_sendense, write_token
+
+    h = await make_hub(ports=4)
+    set_policy(h, keep_last=2)
+    full, inc1, inc2 = await chain_of_three(Vm(h))
+    token = write_token(tmp_path, h.tokens["admin"])
+    hub = ("--hub", h.url, "--token-file", token)
+
+    rc, out, err = await run_sendense("backup", "prune", "--dry-run", *hub)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("prune (dry run): 1 points would be removed (1 merged, ")
+    assert lines[-1].endswith(" bytes), 2 kept")
+    assert f"removed: merged into {inc1['id']}" in out
+    assert (await h.record(full["id"]))["status"] == "completed"
+
+    rc, out, err = await run_sendense("backup", "prune", "--policy", POLICY, "--json", *hub)
+    assert rc == 0, err
+    run = json.loads(out)
+    assert [r["id"] for r in run["vms"][0]["removed"]] == [full["id"]]
+    await assert_points_sound(h, [await h.record(inc1["id"]), await h.record(inc2["id"])])
+
+    rc, _, err = await run_sendense("backup", "prune", "--policy", "nosuch", *hub)
+    assert rc == 2 and "unknown_policy" in err, err
