@@ -109,22 +109,27 @@ async def merge_disks(journal: dict[str, Any]) -> int:
     return merged
 
 
-def remove_leftovers(root: Path, known: set[str]) -> list[Path]:
+def leftovers(root: Path, known: set[str]) -> list[Path]:
     """What a killed merge or removal left under the repository: temporary merge files,
-    and point folders no record names (removed in the transaction, not yet from disk).
-    `known`: every job id with a row."""
-    gone: list[Path] = []
+    and point folders no record names (their rows went in the transaction, their files
+    not yet). `known`: every job id with a row, read just before (a job's row is
+    written before its folder, and ids are never reused)."""
+    found: list[Path] = []
     for vm_dir in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
-        for folder in vm_dir.iterdir():
-            if not folder.is_dir():
-                continue
+        for folder in (f for f in vm_dir.iterdir() if f.is_dir()):
             if JOB_ID.fullmatch(folder.name) and folder.name not in known:
-                shutil.rmtree(folder, ignore_errors=True)
-                gone.append(folder)
-                continue
-            for tmp in folder.glob(f"{TEMP_PREFIX}*"):
-                tmp.unlink(missing_ok=True)
-                gone.append(tmp)
-        with contextlib.suppress(OSError):
-            vm_dir.rmdir()
-    return gone
+                found.append(folder)
+            else:
+                found += folder.glob(f"{TEMP_PREFIX}*")
+    return found
+
+
+def remove(paths: list[Path]) -> None:
+    """Remove leftovers (folders whole)."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the VM's folder, when that was its last point
+        else:
+            path.unlink(missing_ok=True)

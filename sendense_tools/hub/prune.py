@@ -15,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from sendense_tools.hub.errors import PruneRunning
-from sendense_tools.hub.merge import backing_file, merge_disks, remove_leftovers
+from sendense_tools.hub.merge import backing_file, leftovers, merge_disks, remove
 from sendense_tools.hub.prune_plan import BACKUP_RUNNING, Removal, VmPlan, plan
 from sendense_tools.policy.model import Policy
 
@@ -74,21 +74,24 @@ class Pruner:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def recover(self) -> int:
-        """Finish every journaled merge, then sweep what killed ones left; merged bytes."""
-        merged = 0
-        for journal in self.store.journaled_merges():
+    async def recover(self) -> tuple[int, int]:
+        """Finish every journaled merge, then sweep what killed ones left; (points
+        removed, bytes merged)."""
+        merged, journals = 0, self.store.journaled_merges()
+        for journal in journals:
             log.warning("prune: finishing the merge of %s into %s", journal["point"],
                         journal["child"])  # fmt: skip
             merged += await merge_disks(journal)
             row = self.store.job_row(journal["point"])
             self.store.finish_merge(journal["point"], journal["child"], row and row["parent"])
             self.repository.remove_job(journal["vm"], journal["point"])
-        for path in await asyncio.to_thread(
-            remove_leftovers, self.repository.root, self.store.job_ids()
-        ):
-            log.warning("prune: removed %s, left by a stopped hub", path)
-        return merged
+        # Listed and checked in one go against the rows of this instant: a backup that
+        # starts meanwhile has its row before its folder.
+        found = leftovers(self.repository.root, self.store.job_ids())
+        for path in found:
+            log.warning("prune: removing %s, left by a stopped hub", path)
+        await asyncio.to_thread(remove, found)
+        return len(journals), merged
 
     # -- a run ----------------------------------------------------------------
 
@@ -106,13 +109,17 @@ class Pruner:
     async def _run(
         self, run_id: str, dry_run: bool, policy: str | None, node: str | None
     ) -> dict[str, Any]:
-        started = self.store.start_prune_run(run_id, dry_run, policy, node)
+        try:
+            started = self.store.start_prune_run(run_id, dry_run, policy, node)
+        except BaseException:
+            self.busy = None
+            raise
         totals = {"removed": 0, "merged": 0}
         plans: list[VmPlan] = []
         status, error = "completed", None
         try:
             if not dry_run:
-                totals["merged"] += await self.recover()
+                totals["removed"], totals["merged"] = await self.recover()
             plans = self._plan(policy, node)
             if dry_run:
                 totals["removed"] = sum(len(p.removed) for p in plans)
@@ -128,10 +135,10 @@ class Pruner:
             log.error("prune %s failed: %s", run_id, exc)
             status, error = "failed", str(exc)
         finally:
+            self.busy = None
             finished = self.store.end_prune_run(
                 run_id, status, totals["removed"], totals["merged"], error
             )
-            self.busy = None
         return {
             "id": run_id, "dry_run": dry_run, "policy": policy, "node": node, "status": status,
             "started_at": started, "finished_at": finished, "points_removed": totals["removed"],

@@ -15,9 +15,10 @@ from sendense_tools.hub.merge import (
     MergeError,
     allocated_bytes,
     backing_file,
+    leftovers,
     merge_disk,
     merge_disks,
-    remove_leftovers,
+    remove,
 )
 from sendense_tools.hub.verify import verify_chain
 
@@ -127,7 +128,8 @@ async def test_leftovers_are_temp_files_and_folders_no_record_names_only(points)
     tmp.write_bytes(b"half a copy")
     kept_other = root / "web01" / "not-a-point"
     kept_other.mkdir()
-    gone = remove_leftovers(root, {ids[1], ids[2]})
-    assert sorted(gone) == sorted([full.parent, tmp])
+    found = leftovers(root, {ids[1], ids[2]})
+    assert sorted(found) == sorted([full.parent, tmp])
+    remove(found)
     assert not full.parent.exists() and not tmp.exists()
     assert inc1.exists() and kept_other.exists()
