@@ -9,7 +9,8 @@ children and its `.blocks` stay valid, and at every instant it reads the same by
 
 A journal row (`merges`) is written before the first disk; a disk whose qcow2 no
 longer backs onto the point's is recognized as done, so a restart redoes only the
-disks not yet renamed. Temporary files start with `.merge-`.
+disks not yet renamed, after removing the temporary files (`.merge-*`) a killed
+merge left.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,6 @@ from sendense_tools.hub.images import ImageError, run_tool
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".merge-"
-# A point's folder is named by its job id (uuid4): nothing else is ever swept.
-JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class MergeError(HubError):
@@ -109,27 +106,8 @@ async def merge_disks(journal: dict[str, Any]) -> int:
     return merged
 
 
-def leftovers(root: Path, known: set[str]) -> list[Path]:
-    """What a killed merge or removal left under the repository: temporary merge files,
-    and point folders no record names (their rows went in the transaction, their files
-    not yet). `known`: every job id with a row, read just before (a job's row is
-    written before its folder, and ids are never reused)."""
-    found: list[Path] = []
-    for vm_dir in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
-        for folder in (f for f in vm_dir.iterdir() if f.is_dir()):
-            if JOB_ID.fullmatch(folder.name) and folder.name not in known:
-                found.append(folder)
-            else:
-                found += folder.glob(f"{TEMP_PREFIX}*")
-    return found
-
-
-def remove(paths: list[Path]) -> None:
-    """Remove leftovers (folders whole)."""
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                path.parent.rmdir()  # the VM's folder, when that was its last point
-        else:
-            path.unlink(missing_ok=True)
+def remove_temps(journal: dict[str, Any]) -> None:
+    """The temporary files a killed merge of `journal` may have left."""
+    for disk in journal["disks"]:
+        for tmp in _temps(Path(disk["child"]), journal["point"], disk["disk_id"]):
+            tmp.unlink(missing_ok=True)

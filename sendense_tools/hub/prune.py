@@ -9,13 +9,12 @@ builds on is merged into it (hub/merge.py) under a journal row. Each run is a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from sendense_tools.hub.errors import PruneRunning
-from sendense_tools.hub.merge import backing_file, leftovers, merge_disks, remove
+from sendense_tools.hub.merge import backing_file, merge_disks, remove_temps
 from sendense_tools.hub.prune_plan import BACKUP_RUNNING, Removal, VmPlan, plan
 from sendense_tools.policy.model import Policy
 
@@ -75,23 +74,25 @@ class Pruner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def recover(self) -> tuple[int, int]:
-        """Finish every journaled merge, then sweep what killed ones left; (points
-        removed, bytes merged)."""
+        """Finish every journaled merge, and remove the folders of points whose rows
+        went; (points removed, bytes merged)."""
         merged, journals = 0, self.store.journaled_merges()
         for journal in journals:
             log.warning("prune: finishing the merge of %s into %s", journal["point"],
                         journal["child"])  # fmt: skip
+            await asyncio.to_thread(remove_temps, journal)
             merged += await merge_disks(journal)
             row = self.store.job_row(journal["point"])
-            self.store.finish_merge(journal["point"], journal["child"], row and row["parent"])
-            self.repository.remove_job(journal["vm"], journal["point"])
-        # Listed and checked in one go against the rows of this instant: a backup that
-        # starts meanwhile has its row before its folder.
-        found = leftovers(self.repository.root, self.store.job_ids())
-        for path in found:
-            log.warning("prune: removing %s, left by a stopped hub", path)
-        await asyncio.to_thread(remove, found)
+            self.store.finish_merge(
+                journal["point"], journal["child"], row and row["parent"], journal["vm"]
+            )
+        for removal in self.store.removals():
+            await self._remove_folder(removal["vm"], removal["point"])
         return len(journals), merged
+
+    async def _remove_folder(self, vm: str, point: str) -> None:
+        await asyncio.to_thread(self.repository.remove_job, vm, point)
+        self.store.removed(point)
 
     # -- a run ----------------------------------------------------------------
 
@@ -170,8 +171,8 @@ class Pruner:
                 vm_plan.skipped = f"point {removal.id} in use by restore {reader}"
                 return
             if removal.action == "delete":
-                self.store.delete_point(removal.id)
-                self.repository.remove_job(vm_plan.vm, removal.id)
+                self.store.delete_point(removal.id, vm_plan.vm)
+                await self._remove_folder(vm_plan.vm, removal.id)
             else:
                 removal.bytes = await self._merge(vm_plan, removal)
                 totals["merged"] += removal.bytes
@@ -197,7 +198,6 @@ class Pruner:
         journal = {"point": removal.id, "child": removal.into, "disks": disks}
         self.store.begin_merge(removal.id, removal.into, vm_plan.node, vm_plan.vm, disks)
         merged = await merge_disks(journal)
-        self.store.finish_merge(removal.id, removal.into, removal.parent)
-        with contextlib.suppress(OSError):
-            self.repository.remove_job(vm_plan.vm, removal.id)
+        self.store.finish_merge(removal.id, removal.into, removal.parent, vm_plan.vm)
+        await self._remove_folder(vm_plan.vm, removal.id)
         return merged

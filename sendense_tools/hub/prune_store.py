@@ -78,17 +78,16 @@ class PruneRows:
         rows = self._db.execute(sql + " ORDER BY node, vm, created_at DESC, rowid DESC", args)
         return [dict(r) for r in rows]
 
-    def job_ids(self) -> set[str]:
-        return {r["id"] for r in self._db.execute("SELECT id FROM jobs")}
+    def delete_point(self, point: str, vm: str) -> None:
+        """A point no other builds on: its rows go, its folder is to go (`removals`)."""
+        self._tx(_drop(point, vm))
 
-    def delete_point(self, point: str) -> None:
-        """A point no other builds on: its rows go (its files after, by the caller)."""
-        self._tx(
-            [
-                ("DELETE FROM disks WHERE job_id = ?", (point,)),
-                ("DELETE FROM jobs WHERE id = ?", (point,)),
-            ]
-        )
+    def removals(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT point, vm FROM removals")]
+
+    def removed(self, point: str) -> None:
+        """The point's folder is gone from disk too."""
+        self._tx([("DELETE FROM removals WHERE point = ?", (point,))])
 
     # -- the merge journal ----------------------------------------------------
 
@@ -105,18 +104,25 @@ class PruneRows:
             ]
         )
 
-    def finish_merge(self, point: str, child: str, new_parent: str | None) -> None:
+    def finish_merge(self, point: str, child: str, new_parent: str | None, vm: str) -> None:
         """The child now holds the point's data: it builds on the point's parent, and the
         point's rows and journal row go, at once."""
         self._tx(
             [
                 ("UPDATE jobs SET parent = ? WHERE id = ?", (new_parent, child)),
-                ("DELETE FROM disks WHERE job_id = ?", (point,)),
-                ("DELETE FROM jobs WHERE id = ?", (point,)),
                 ("DELETE FROM merges WHERE point = ?", (point,)),
+                *_drop(point, vm),
             ]
         )
 
     def journaled_merges(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM merges ORDER BY started_at, rowid")
         return [dict(r) | {"disks": loads(r["disks"])} for r in rows]
+
+
+def _drop(point: str, vm: str) -> Statements:
+    return [
+        ("DELETE FROM disks WHERE job_id = ?", (point,)),
+        ("DELETE FROM jobs WHERE id = ?", (point,)),
+        ("INSERT OR IGNORE INTO removals (point, vm) VALUES (?, ?)", (point, vm)),
+    ]

@@ -103,6 +103,12 @@ CREATE TABLE IF NOT EXISTS merges (
     disks TEXT NOT NULL,
     started_at TEXT NOT NULL
 );
+-- A pruned point whose rows are gone and whose folder may not be yet (written in the
+-- transaction that drops the rows): the only folders a restart removes.
+CREATE TABLE IF NOT EXISTS removals (
+    point TEXT PRIMARY KEY,
+    vm TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS restore_disks (
     restore_id TEXT NOT NULL REFERENCES restores(id),
     idx INTEGER NOT NULL,

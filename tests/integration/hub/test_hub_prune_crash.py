@@ -113,7 +113,11 @@ async def _until(predicate, what: str, bound: float = 300) -> None:
 def _instant(name: str, child: list[str], point: list[str]):
     """A predicate true at the instant `name` of the merge of `point` into `child`."""
     if name == "copying the point":
-        return lambda: bool(_procs("cp", ".merge-", ".base"))
+        # The copy has begun: its process runs and its file exists (not only spawned).
+        return lambda: (
+            bool(_procs("cp", ".merge-", ".base"))
+            and any(Path(child[0]).parent.glob(".merge-*.disk0.base"))
+        )
     if name == "committing":
         return lambda: bool(_procs("qemu-img", "commit", ".merge-"))
     # disk0 renamed into place (it no longer backs onto the point), disk1 not yet.

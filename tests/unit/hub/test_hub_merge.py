@@ -15,10 +15,9 @@ from sendense_tools.hub.merge import (
     MergeError,
     allocated_bytes,
     backing_file,
-    leftovers,
     merge_disk,
     merge_disks,
-    remove,
+    remove_temps,
 )
 from sendense_tools.hub.verify import verify_chain
 
@@ -121,15 +120,15 @@ async def test_a_failed_merge_leaves_the_child_and_no_temporary_file(points, tmp
     assert verify_chain(inc2, SIZE) == reads
 
 
-async def test_leftovers_are_temp_files_and_folders_no_record_names_only(points):
+async def test_a_killed_merges_temporary_files_go_and_nothing_else(points):
     ids, (full, inc1, _) = points
-    root = full.parents[1].parent
-    tmp = inc1.parent / f".merge-{ids[0]}.disk0.base"
-    tmp.write_bytes(b"half a copy")
-    kept_other = root / "web01" / "not-a-point"
-    kept_other.mkdir()
-    found = leftovers(root, {ids[1], ids[2]})
-    assert sorted(found) == sorted([full.parent, tmp])
-    remove(found)
-    assert not full.parent.exists() and not tmp.exists()
-    assert inc1.exists() and kept_other.exists()
+    journal = {"point": ids[0], "disks": [
+        {"disk_id": "disk0", "point": str(full), "child": str(inc1), "backing": None}]}  # fmt: skip
+    temps = [inc1.parent / f".merge-{ids[0]}.disk0.{end}" for end in ("base", "top")]
+    for tmp in temps:
+        tmp.write_bytes(b"half a copy")
+    other = inc1.parent / ".merge-someone-else.disk0.base"
+    other.write_bytes(b"not this merge's")
+    remove_temps(journal)
+    assert [t.exists() for t in temps] == [False, False]
+    assert other.exists() and inc1.exists() and full.exists()
