@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from sendense_tools.hub.errors import PruneRunning
-from sendense_tools.hub.merge import backing_file, merge_disks, remove_temps
+from sendense_tools.hub.merge import MergeError, backing_file, merge_disks, remove_temps
 from sendense_tools.hub.prune_plan import BACKUP_RUNNING, Removal, VmPlan, plan
 from sendense_tools.policy.model import Policy
 
@@ -186,7 +186,7 @@ class Pruner:
         point = {d["disk_id"]: d["qcow2_path"] for d in self.store.disks(removal.id)}
         child = {d["disk_id"]: d["qcow2_path"] for d in self.store.disks(removal.into)}
         if point.keys() != child.keys():
-            raise ValueError(
+            raise MergeError(
                 f"point {removal.into} has disks {sorted(child)}, its base {removal.id}"
                 f" {sorted(point)}: not merged"
             )
