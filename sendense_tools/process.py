@@ -1,8 +1,16 @@
-"""How a child process ended, in words for a log line or an error."""
+"""Child processes: how one ended, in words for a log line, and one that dies with us."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+
+
+def dying_with_parent(argv: list[str], sig: str = "TERM") -> list[str]:
+    """`argv` under setpriv --pdeathsig: if the daemon dies without cleaning up, the
+    kernel sends `sig` to the child (where setpriv exists; else `argv` as it is)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", sig, *argv] if setpriv else argv
 
 
 def describe_exit(rc: int | None) -> str:

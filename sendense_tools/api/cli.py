@@ -4,13 +4,15 @@ output, and following a job to its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import click
+from rich.console import Console
 
 from sendense_tools.api.client import ApiCallError, ApiClient
 from sendense_tools.config import read_secret
@@ -19,12 +21,14 @@ from sendense_tools.errors import SendenseError
 DEFAULT_HUB_URL = "http://127.0.0.1:8082"
 DEFAULT_TOKEN_FILE = "/etc/sendense/api-token"
 FINAL = ("completed", "failed", "cancelled")
+T = TypeVar("T")
 POLL_SECONDS = 1.0
 # The job goes on without us: a hub too busy to answer a poll in time, a 5xx or a
 # tunnel that drops for a while ends the wait only when it lasts this long.
 FOLLOW_GRACE_SECONDS = 300.0
 # A chain longer than this is a loop in the records, not a history.
 MAX_CHAIN = 10000
+PIPE_WIDTH = 250
 
 hub_option = click.option(
     "--hub",
@@ -44,9 +48,17 @@ token_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
-async def call(hub_url: str, token_file: str, method: str, path: str, body: Any = None) -> Any:
+async def call(
+    hub_url: str,
+    token_file: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    seconds: float | None = 30.0,
+) -> Any:
+    """One API call, given `seconds` (None: as long as the hub takes: work done in the call)."""
     token = read_secret(token_file, "API token")
-    async with ApiClient(hub_url, token) as api:
+    async with ApiClient(hub_url, token, seconds) as api:
         return await api.request(method, path, body)
 
 
@@ -121,3 +133,32 @@ def raise_if_unsuccessful(kind: str, record: dict[str, Any]) -> None:
         raise SendenseError(
             f"{kind} {record['id']} {record['status']}: {record.get('error') or 'no reason'}"
         )
+
+
+class Refused(click.ClickException):
+    """The hub said no to the request itself: bad usage, as far as the caller goes."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def refusals() -> Iterator[None]:
+    """A 4xx answer of the hub as Refused (exit 2, its one-line message)."""
+    try:
+        yield
+    except ApiCallError as exc:
+        if 400 <= exc.status < 500:
+            raise Refused(f"refused: {exc}") from None
+        raise
+
+
+def run_refusing(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(coro), with the hub's refusals as exit 2."""
+    with refusals():
+        return asyncio.run(coro)
+
+
+def wide_console() -> Console:
+    console = Console()
+    # Off a terminal rich assumes 80 columns and would fold each id and checksum over lines.
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)

@@ -13,7 +13,7 @@ from typing import TypeVar
 import click
 from rich.console import Console
 
-from sendense_tools.backup import hubcli
+from sendense_tools.backup import hubcli, prunecli
 from sendense_tools.backup.executor import (
     BackupOptions,
     BackupOutcome,
@@ -237,3 +237,4 @@ def _print_outcome(outcome: BackupOutcome, as_json: bool) -> None:
 
 
 hubcli.register(backup)
+prunecli.register(backup)

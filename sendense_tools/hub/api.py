@@ -32,6 +32,7 @@ from sendense_tools.hub.errors import (
     NotActive,
     NotCompleted,
     NotFinished,
+    PruneRunning,
     RestoreNotFound,
     StartAborted,
     UnknownDisk,
@@ -43,6 +44,7 @@ from sendense_tools.hub.exports import ExportError
 from sendense_tools.hub.images import ImageError, StorageError
 from sendense_tools.hub.jobs import JobManager
 from sendense_tools.hub.metrics import CONTENT_TYPE, gather, nbd_metrics, prometheus
+from sendense_tools.hub.prune_api import PRUNE_OPERATIONS
 from sendense_tools.hub.restore_api import RESTORE_OPERATIONS
 from sendense_tools.hub.schemas import (
     Allocation,
@@ -87,6 +89,7 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     VmNotFound: (404, "vm_not_found"),
     VmBusy: (409, "vm_busy"),
     UnknownPolicy: (422, "unknown_policy"),
+    PruneRunning: (409, "prune_running"),
     NotActive: (409, "not_active"),
     Finishing: (409, "finishing"),
     NotFinished: (409, "not_finished"),
@@ -283,6 +286,7 @@ OPERATIONS = [
         "GET", "/api/v1/nbd/metrics", nbd_pool_metrics, "NBD slot pools usage", {200: NbdMetrics}
     ),
     *RESTORE_OPERATIONS,
+    *PRUNE_OPERATIONS,
     Operation("GET", "/healthz", healthz, "Liveness", {200: Health}, public=True),
     Operation("GET", "/metrics", metrics, "Prometheus metrics", {200: TEXT}),
 ]

@@ -40,7 +40,7 @@ def expected_chains(store: Store, backup_id: str) -> dict[str, list[Path]]:
     return chains
 
 
-async def _qemu_img(*args: str) -> tuple[int, str, str]:
+async def qemu_img(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         "qemu-img", *args,
         stdin=asyncio.subprocess.DEVNULL,
@@ -72,7 +72,7 @@ async def check_file(path: Path) -> None:
     """`qemu-img check` of one image (-U: a running restore may be reading it)."""
     if not await asyncio.to_thread(path.is_file):
         raise ChainBroken(f"{path}: missing")
-    rc, out, err = await _qemu_img("check", "-U", "-q", "-f", "qcow2", str(path))
+    rc, out, err = await qemu_img("check", "-U", "-q", "-f", "qcow2", str(path))
     if rc not in SOUND:
         raise ChainBroken(f"{path}: damaged: {_reason(out, err)}")
 
@@ -80,7 +80,7 @@ async def check_file(path: Path) -> None:
 async def check_backing(paths: list[Path]) -> None:
     """`qemu-img info --backing-chain` of the top image names exactly `paths`."""
     top = paths[0]
-    rc, out, err = await _qemu_img(
+    rc, out, err = await qemu_img(
         "info", "-U", "--backing-chain", "--output=json", "-f", "qcow2", str(top)
     )
     if rc != 0:

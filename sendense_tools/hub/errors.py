@@ -45,8 +45,9 @@ class NodeNotFound(HubError):
 
 
 class UnknownPolicy(HubError):
-    def __init__(self, node: str, policy: str) -> None:
-        super().__init__(f"policy {policy!r} is not configured for node {node!r} on this hub")
+    def __init__(self, node: str | None, policy: str) -> None:
+        which = f"node {node!r}" if node is not None else "any node"
+        super().__init__(f"policy {policy!r} is not configured for {which} on this hub")
 
 
 class VmBusy(HubError):
@@ -129,3 +130,8 @@ class NoHardware(HubError):
 
 class ChainBroken(HubError):
     """A file of a point's chain is missing, damaged, or not the chain the records name."""
+
+
+class PruneRunning(HubError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"a prune is already running ({what})")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import struct
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 import nbd
 
 from sendense_tools.hub.options import ExportOptions
-from sendense_tools.process import describe_exit
+from sendense_tools.process import describe_exit, dying_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +174,7 @@ async def start_export(
     argv.append(str(path))
     # setpriv: if the hub dies without cleaning up, the kernel sends SIGTERM to
     # its qemu-nbd children; reconciliation at the next start is the second net.
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        argv = [setpriv, "--pdeathsig", "TERM", *argv]
+    argv = dying_with_parent(argv)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,

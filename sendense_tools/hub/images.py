@@ -8,6 +8,8 @@ import errno
 import os
 from pathlib import Path
 
+from sendense_tools.process import dying_with_parent
+
 
 class ImageError(Exception):
     """qemu-img failed for a reason that is not the repository's (one line for a person)."""
@@ -25,9 +27,11 @@ class StorageError(Exception):
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 
 
-async def _run(*argv: str, env: dict[str, str] | None = None) -> None:
+async def run_tool(*argv: str, env: dict[str, str] | None = None) -> None:
+    # A hub killed mid-merge must not leave a qemu-img writing a file the next start
+    # removes: the kernel kills it with the hub.
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        *dying_with_parent(list(argv), "KILL"),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -58,7 +62,7 @@ async def create_image(path: Path, capacity: int, backing: Path | None = None) -
         # C locale: the strerror text below is matched in English.
         # qemu-img 7.2 refuses -b without -F.
         chain = ["-b", str(backing), "-F", "qcow2"] if backing is not None else []
-        await _run(
+        await run_tool(
             "qemu-img", "create", "-q", "-f", "qcow2", *chain, str(path), str(capacity),
             env={**os.environ, "LC_ALL": "C"},
         )  # fmt: skip
@@ -72,4 +76,4 @@ async def create_image(path: Path, capacity: int, backing: Path | None = None) -
 async def drop_backing(path: Path) -> None:
     """Make an overlay stand alone without reading it: only right when every cluster
     was written (a full the node copied into the overlay, zeroes included)."""
-    await _run("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", "", str(path))
+    await run_tool("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", "", str(path))

@@ -37,6 +37,7 @@ from sendense_tools.hub.options import ExportOptions
 from sendense_tools.hub.parent import choose_parent
 from sendense_tools.hub.plan import disk_specs, job_row, start_body, write_psk
 from sendense_tools.hub.points import PointChecker
+from sendense_tools.hub.prune import Pruner
 from sendense_tools.hub.reconcile import remove_key_dirs, stop_leftovers
 from sendense_tools.hub.repository import Repository
 from sendense_tools.hub.restores import RestoreManager
@@ -77,6 +78,7 @@ class JobManager(Lifecycle):
         self.endings = Endings(store, allocator, self.repository, self.points, self._jobs)
         self.settler = Settler(store, self.endings, lambda c: self._spawn(c, interruptible=True))
         self.restores = RestoreManager(self)
+        self.pruner = Pruner(self)
 
     # -- helpers --------------------------------------------------------------
 

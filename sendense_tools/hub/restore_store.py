@@ -148,8 +148,15 @@ class RestoreRows:
     def points_in_use(self) -> set[str]:
         """The backups a running restore reads (the point and everything it builds on):
         none of them may be pruned or merged until it ends."""
-        rows = self._db.execute("SELECT chain FROM restores WHERE status IN (?, ?)", ACTIVE)
-        return {backup_id for r in rows for backup_id in loads(r["chain"])}
+        return set(self.point_readers())
+
+    def point_readers(self) -> dict[str, str]:
+        """Each point a running restore reads -> that restore's id (the oldest's)."""
+        rows = self._db.execute(
+            "SELECT id, chain FROM restores WHERE status IN (?, ?) ORDER BY created_at DESC",
+            ACTIVE,
+        )
+        return {backup_id: r["id"] for r in rows for backup_id in loads(r["chain"])}
 
 
 def _public(row: dict[str, Any], disks: list[dict[str, Any]]) -> dict[str, Any]:

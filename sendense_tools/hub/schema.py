@@ -88,7 +88,26 @@ CREATE TABLE IF NOT EXISTS prune_runs (
     status TEXT NOT NULL,
     points_removed INTEGER NOT NULL DEFAULT 0,
     merged_bytes INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    node TEXT
+);
+-- A merge of a pruned point into its child, from before its first disk is touched
+-- until the transaction that drops the point's rows: what a restart must finish.
+CREATE TABLE IF NOT EXISTS merges (
+    point TEXT PRIMARY KEY,
+    child TEXT NOT NULL,
+    node TEXT NOT NULL,
+    vm TEXT NOT NULL,
+    -- JSON: per disk {disk_id, point (its qcow2), child (its qcow2), backing (the
+    -- point's own backing file, or null)}.
+    disks TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+-- A pruned point whose rows are gone and whose folder may not be yet (written in the
+-- transaction that drops the rows): the only folders a restart removes.
+CREATE TABLE IF NOT EXISTS removals (
+    point TEXT PRIMARY KEY,
+    vm TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS restore_disks (
     restore_id TEXT NOT NULL REFERENCES restores(id),
@@ -134,6 +153,7 @@ def migrate(db: sqlite3.Connection) -> None:
 NEW_COLUMNS = {
     "jobs": ("phase", "mode", "mode_reason", "parent", "hardware", "policy"),
     "disks": ("change_id", "checksum", "changes", "areas"),
+    "prune_runs": ("node",),
 }
 
 

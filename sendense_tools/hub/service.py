@@ -97,6 +97,7 @@ class Hub(daemon.Service):
         except OSError as exc:
             self._store.close()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.jobs.pruner.start_recovery()
         where = nbd.socket_dir if nbd.listen == "unix" else f"TCP {nbd.bind}"
         log.info(
             "hub API on %s; exports on %s (cache=%s aio=%s tls_psk=%s)",
@@ -145,6 +146,7 @@ class Hub(daemon.Service):
             await self._runner.cleanup()
             self._runner = None
         if self.jobs is not None:
+            await self.jobs.pruner.stop()
             await self.jobs.restores.shutdown()
             await self.jobs.shutdown()
         if self._store is not None:

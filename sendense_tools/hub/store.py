@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sendense_tools.hub.metric_rows import MetricRows
+from sendense_tools.hub.prune_store import PruneRows
 from sendense_tools.hub.restore_store import RestoreRows
 from sendense_tools.hub.schema import migrate
 from sendense_tools.hub.sql import ACTIVE, dump, loads, now
@@ -25,7 +26,7 @@ STOPPED = "stopped"
 __all__ = ["ACTIVE", "FINALIZING", "Store", "loads"]
 
 
-class Store(RestoreRows, MetricRows):
+class Store(RestoreRows, MetricRows, PruneRows):
     def __init__(self, path: str | Path) -> None:
         db = Path(path)
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,9 @@ cancelled (or the hub could not be reached), 2 bad usage or a request the hub re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from sendense_tools.api.cli import (
@@ -27,35 +23,13 @@ from sendense_tools.api.cli import (
     list_path,
     raise_if_unsuccessful,
     records_of,
+    run_refusing,
     token_option,
+    wide_console,
 )
-from sendense_tools.api.client import ApiCallError
 from sendense_tools.backup.progress import DiskBars
 
-T = TypeVar("T")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-PIPE_WIDTH = 250
-
-
-class Refused(click.ClickException):
-    """The hub said no to the request itself: bad usage, as far as the caller goes."""
-
-    exit_code = 2
-
-
-@contextlib.contextmanager
-def _refusals() -> Iterator[None]:
-    try:
-        yield
-    except ApiCallError as exc:
-        if 400 <= exc.status < 500:
-            raise Refused(f"refused: {exc}") from None
-        raise
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    with _refusals():
-        return asyncio.run(coro)
 
 
 def _verified(disk: dict[str, Any]) -> str:
@@ -100,14 +74,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _console() -> Console:
-    console = Console()
-    # Off a terminal rich assumes 80 columns and would fold each checksum over lines.
-    return console if console.is_terminal else Console(width=PIPE_WIDTH)
-
-
 def print_record(record: dict[str, Any]) -> None:
-    console = _console()
+    console = wide_console()
     console.print(disk_table(record))
     for line in summary_lines(record):
         console.print(line, highlight=False, markup=False)
@@ -171,7 +139,7 @@ def start(
         "power_on": power_on,
     }
     path = f"/api/v1/backups/{backup_id}/restore"
-    record = _run(call(hub_url, token_file, "POST", path, body))
+    record = run_refusing(call(hub_url, token_file, "POST", path, body))
     if wait and record["status"] not in FINAL:
         with DiskBars(enabled=not as_json, lines=True) as bars:
 
@@ -181,7 +149,9 @@ def start(
                     total = d.get("bytes_total") or d.get("capacity") or 0
                     bars.update(d["disk_id"], d.get("bytes_written") or 0, total)
 
-            record = _run(follow(hub_url, token_file, f"/api/v1/restores/{record['id']}", seen))
+            record = run_refusing(
+                follow(hub_url, token_file, f"/api/v1/restores/{record['id']}", seen)
+            )
     if as_json:
         echo_json(record)
     elif wait:
@@ -209,11 +179,11 @@ def list_cmd(
     """Restore records, newest first."""
     filters = (("node", node), ("status", status), ("backup", backup_id))
     path = list_path("/api/v1/restores", filters)
-    records = records_of(_run(call(hub_url, token_file, "GET", path)), "restores")
+    records = records_of(run_refusing(call(hub_url, token_file, "GET", path)), "restores")
     if as_json:
         echo_json(records)
     else:
-        _console().print(list_table(records))
+        wide_console().print(list_table(records))
 
 
 @restore.command("show")
@@ -223,7 +193,7 @@ def list_cmd(
 @json_option
 def show(restore_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
     """One restore: per disk whether it is verified, the point's and the read-back checksum."""
-    record = _run(call(hub_url, token_file, "GET", f"/api/v1/restores/{restore_id}"))
+    record = run_refusing(call(hub_url, token_file, "GET", f"/api/v1/restores/{restore_id}"))
     if as_json:
         echo_json(record)
     else:
@@ -238,7 +208,7 @@ def show(restore_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
 def cancel(restore_id: str, hub_url: str, token_file: str, as_json: bool) -> None:
     """Cancel a running restore: the node removes the VM and files it created."""
     path = f"/api/v1/restores/{restore_id}/cancel"
-    record = _run(call(hub_url, token_file, "POST", path, {}))
+    record = run_refusing(call(hub_url, token_file, "POST", path, {}))
     if as_json:
         echo_json(record)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ def toml(data: dict) -> str:
         if section == "nodes":
             for node, entry in values.items():
                 out.append(f"[nodes.{node}]")
-                out += [f'{k} = "{v}"' for k, v in entry.items()]
+                out += [f'{k} = "{v}"' for k, v in entry.items() if k != "policies"]
+                for name, policy in entry.get("policies", {}).items():
+                    out.append(f"[nodes.{node}.policies.{name}]")
+                    out += [f"{k} = {json.dumps(v)}" for k, v in policy.items()]
             continue
         out.append(f"[{section}]")
         out += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
