@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.durable import replace_durably
 from sendense_tools.hub.chaincheck import qemu_img
 from sendense_tools.hub.errors import HubError
 from sendense_tools.hub.images import ImageError, run_tool
@@ -60,12 +61,7 @@ def _temps(child: Path, point_id: str, disk_id: str) -> tuple[Path, Path]:
 def _fsync_into_place(tmp: Path, target: Path) -> None:
     with tmp.open("rb+") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_durably(tmp, target)
 
 
 async def merge_disk(point_qcow2: str, child_qcow2: str, point_id: str, disk_id: str) -> int:

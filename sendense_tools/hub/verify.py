@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.durable import replace_durably
 from sendense_tools.hub.store import Store
 from sendense_tools.nbd import blkhash
 from sendense_tools.nbd.digest import sha256_of_image
@@ -43,16 +44,11 @@ def write_blocks(qcow2: str | Path, digests: bytes) -> None:
             f.write(digests)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        replace_durably(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_blocks(qcow2: str | Path) -> bytes | None:

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sendense_tools.durable import replace_durably
 from sendense_tools.node.errors import SpoolError
 
 log = logging.getLogger("sendense.node")
@@ -36,12 +37,7 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

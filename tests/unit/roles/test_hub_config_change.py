@@ -8,11 +8,7 @@ per case, each running the role's config.yml against a hub.toml in tmp_path.
 from __future__ import annotations
 
 import grp
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,21 +65,7 @@ def decisions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bool]:
                 {"ansible.builtin.debug": {"var": "sendense_hub_settings_changed"}},
             ],
         })  # fmt: skip
-    playbook = base / "playbook.yml"
-    playbook.write_text(json.dumps(plays))
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(roles.ROLES),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_CONFIG": str(roles.ROOT / "ansible.cfg"),
-    }
-    run = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "--check", "-i", "localhost,",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    result = json.loads(run.stdout)
+    result = roles.check_playbook(base, plays)
     for config in base.glob("*.toml"):  # check mode: the role wrote nothing
         assert config.read_text() == CASES[list(CASES)[int(config.stem)]][0]
     return {
