@@ -275,24 +275,8 @@ class JobManager(Lifecycle):
         the rest. The failed ids."""
         await stop_leftovers(self.store, self.layout, set(self.nodes), self.repository.root)
         remove_key_dirs(self.key_root)
-        failed = []
-        for job_id in self.store.active_jobs():
-            row = self.store.job_row(job_id)
-            assert row is not None
-            if row["phase"] == FINALIZING:
-                self._spawn(self.endings.resume(job_id), interruptible=True)
-                continue
-            reason = "hub stopped" if row["phase"] == STOPPED else "hub restarted"
-            known = row["node"] in self.nodes
-            if known and row["status"] == "running":
-                self.settler.start(job_id, self.node_client(row["node"]), reason)
-                continue
-            self.endings.conclude(job_id, "failed", reason)
-            failed.append(job_id)
-            if known:
-                # The node may have been told to start just before the crash.
-                self._spawn(self.node_client(row["node"]).cancel(job_id))
-        return failed
+        clients = {node: self.node_client(node) for node in self.nodes}
+        return self.settler.after_restart(self.store.active_jobs(), clients)
 
     async def shutdown(self) -> None:
         """Hub stopping: every qemu-nbd stops. A job still starting fails; one its node

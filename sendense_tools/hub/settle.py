@@ -21,7 +21,7 @@ from sendense_tools.hub.endings import Endings
 from sendense_tools.hub.errors import HubError
 from sendense_tools.hub.nodeclient import NodeClient
 from sendense_tools.hub.schemas import ProgressReport, reported_mode
-from sendense_tools.hub.store import FINALIZING, Store
+from sendense_tools.hub.store import FINALIZING, STOPPED, Store
 
 log = logging.getLogger(__name__)
 # A node past its copy (removing its snapshot) is asked again for this long.
@@ -38,6 +38,28 @@ class Settler:
         self.endings = endings
         self.spawn = spawn
         self._pending: dict[str, str] = {}
+
+    def after_restart(self, job_ids: list[str], clients: dict[str, NodeClient]) -> list[str]:
+        """Every job the last run left active: verified again if it was being finalized,
+        settled with its node if the node was copying, failed otherwise. The failed ids."""
+        failed = []
+        for job_id in job_ids:
+            row = self.store.job_row(job_id)
+            assert row is not None
+            if row["phase"] == FINALIZING:
+                self.spawn(self.endings.resume(job_id))
+                continue
+            reason = "hub stopped" if row["phase"] == STOPPED else "hub restarted"
+            client = clients.get(row["node"])
+            if client is not None and row["status"] == "running":
+                self.start(job_id, client, reason)
+                continue
+            self.endings.conclude(job_id, "failed", reason)
+            failed.append(job_id)
+            if client is not None:
+                # The node may have been told to start just before the crash.
+                self.spawn(client.cancel(job_id))
+        return failed
 
     def start(self, job_id: str, client: NodeClient, reason: str) -> None:
         """Settle the job with its node in the background; `reason` if it did not complete."""
