@@ -24,8 +24,10 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The package pulls in openssh-server, whose own sshd is not ours to run.
+# The package pulls in openssh-server, whose own sshd is not ours to run; and
+# prometheus is here for promtool only: its server would listen on every address.
 systemctl disable --now ssh >/dev/null 2>&1 || true
+systemctl disable --now prometheus >/dev/null 2>&1 || true
 
 VENV=$ROOT/.venv
 STAMP=$VENV/.sendense-installed
