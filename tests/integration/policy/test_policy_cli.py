@@ -77,11 +77,12 @@ class ActiveWatch:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
+            # One list, one instant: asking for pending and then for running would count
+            # a backup that moved between the two asks twice.
             active = [
                 r
-                for status in ("pending", "running")
-                for r in self.stack.api("GET", f"/api/v1/backups?status={status}", direct=True)
-                if r.get("policy") == self.policy
+                for r in self.stack.api("GET", "/api/v1/backups?limit=10000", direct=True)
+                if r.get("policy") == self.policy and r["status"] in ("pending", "running")
             ]
             self.most = max(self.most, len(active))
             time.sleep(0.05)
