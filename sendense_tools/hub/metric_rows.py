@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from sendense_tools.hub.sql import ACTIVE
+from sendense_tools.hub.schemas import Status
 
 # Every status a backup or restore record can hold: each is reported, 0 included, so a
 # rate or an alert on one does not wait for its first job.
-JOB_STATUSES = (*ACTIVE, "completed", "failed", "cancelled")
+JOB_STATUSES: tuple[str, ...] = get_args(Status)
 # Only a finished run is counted: a running row's status changes, a counter's labels must not.
 PRUNE_ENDINGS = ("completed", "failed")
 

@@ -7,7 +7,7 @@ cancelled (or the hub could not be reached), 2 bad usage or a request the hub re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import click
 from rich.table import Table
@@ -28,8 +28,9 @@ from sendense_tools.api.cli import (
     wide_console,
 )
 from sendense_tools.backup.progress import DiskBars
+from sendense_tools.hub.schemas import Status
 
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+STATUSES: tuple[str, ...] = get_args(Status)
 
 
 def _verified(disk: dict[str, Any]) -> str:
