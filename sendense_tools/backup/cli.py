@@ -25,7 +25,7 @@ from sendense_tools.backup.progress import DiskBars, summary_table
 from sendense_tools.backup.targets import TargetMismatch
 from sendense_tools.config import read_secret
 from sendense_tools.errors import SendenseError
-from sendense_tools.nbd.buffers import DEFAULT_BUDGET, MIN_BUDGET, PROCESS_BUDGET
+from sendense_tools.nbd.buffers import DEFAULT_BUDGET, MIN_BUDGET, PROCESS_BUDGET, configure
 from sendense_tools.nbd.endpoint import NbdEndpoint, parse_nbd_targets, targets_from_host_port
 from sendense_tools.vsphere.connection import (
     VcenterParams,
@@ -204,7 +204,7 @@ def run_cmd(
         password_file=os.path.abspath(password_file),
         retry_for=retry_for,
     )
-    PROCESS_BUDGET.resize(memory_budget)
+    configure(memory_budget)
     job = job_id or uuid.uuid4().hex[:12]
     with DiskBars(enabled=not as_json) as bars:
         hooks = Hooks(

@@ -168,7 +168,7 @@ class Worker:
         key, dst = self._dst()
         chunk.writes += 1
         self._inflight += 1
-        dst.aio_zero(length, offset, completion=partial(self._cb, ("write", chunk, key)))
+        dst.aio_zero(length, offset, completion=partial(self._cb, ("write", chunk, key, None)))
 
     def _finish(self, tag: tuple, err: int) -> None:
         self._inflight -= 1
@@ -181,7 +181,11 @@ class Worker:
                 )
             self._read_done(chunk)
         elif kind == "write":
-            chunk, key = tag[1], tag[2]
+            chunk, key, view = tag[1], tag[2], tag[3]
+            if view is not None:
+                # libnbd 1.14's aio_pwrite never drops its reference to the buffer it is
+                # given: released, the view no longer pins the slot's mapping.
+                view.release()
             if err:
                 raise io_failure(
                     f"write at offset {chunk.offset} to {self.copy.target.uri}",
@@ -208,8 +212,8 @@ class Worker:
         buffer = chunk.buffer
         if buffer.is_zero():
             copy.hasher.submit(chunk.offset, chunk.length, None)
-            self._pool.put(chunk.slot)
-            chunk.slot = chunk.buf = chunk.buffer = None
+            chunk.refs = 1
+            self._pool.release(chunk)
             chunk.zero_bytes = chunk.length
             if copy.target_is_zero:
                 self._confirm(chunk)
@@ -230,10 +234,11 @@ class Worker:
             key, dst = self._dst()
             chunk.writes += 1
             self._inflight += 1
+            view = chunk.buf[start:end]
             dst.aio_pwrite(
-                nbd.Buffer.from_buffer(chunk.buf[start:end]),
+                nbd.Buffer.from_buffer(view),
                 chunk.offset + start,
-                completion=partial(self._cb, ("write", chunk, key)),
+                completion=partial(self._cb, ("write", chunk, key, view)),
             )
 
 
