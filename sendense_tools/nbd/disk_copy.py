@@ -93,6 +93,7 @@ class DiskCopy:
             if self.hasher is not None:
                 self.hasher.close()
             self._give_back()
+            self.budget.trim_if_idle()
             for p in psks:
                 if p is not None:
                     p.remove()

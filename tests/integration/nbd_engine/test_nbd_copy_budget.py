@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.nbd.buffers import MIN_BUDGET, MemoryBudget, map_large_allocations
+from sendense_tools.nbd.buffers import MIN_BUDGET, MemoryBudget
 from sendense_tools.nbd.copy import CopyCancelled, CopyError, CopyProgress, copy_disk
 from tests.integration.nbd_engine.servers import copy_threads, make_sparse_disk, nbdkit_file
 from tests.integration.nbd_engine.test_nbd_copy import wait_until
@@ -27,6 +27,12 @@ def vm_rss() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+async def sample_rss(into: list[int]) -> None:
+    while True:
+        into.append(vm_rss())
+        await asyncio.sleep(0.05)
+
+
 def same_content(raw: Path, qcow2: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(qcow2)],
@@ -35,10 +41,7 @@ def same_content(raw: Path, qcow2: Path) -> subprocess.CompletedProcess:
     )
 
 
-async def test_sixteen_disks_at_once_stay_in_budget_and_give_the_memory_back(
-    make_target, tmp_path
-):
-    map_large_allocations()  # as the node and `sendense backup run` do at start
+async def test_sixteen_disks_at_once_stay_in_budget_and_give_the_memory_back(make_target, tmp_path):
     budget = MemoryBudget(MIN_BUDGET)
     raws = [tmp_path / f"disk{i}.raw" for i in range(DISKS)]
     for i, raw in enumerate(raws):
@@ -50,12 +53,15 @@ async def test_sixteen_disks_at_once_stay_in_budget_and_give_the_memory_back(
         # baseline; then all at once, each wanting 80 MiB of a 128 MiB budget.
         await copy_disk("warm-up", sources[0], targets[0].endpoint, budget=budget)
         before = vm_rss()
+        during = [before]
+        sampler = asyncio.create_task(sample_rss(during))
         results = await asyncio.gather(
             *(
                 copy_disk(f"disk{i}", src, target.endpoint, budget=budget)
                 for i, (src, target) in enumerate(zip(sources, targets, strict=True))
             )
         )
+        sampler.cancel()
         after = vm_rss()
     for target in targets:
         target.stop()
@@ -66,8 +72,10 @@ async def test_sixteen_disks_at_once_stay_in_budget_and_give_the_memory_back(
     # The disks did contend for it: without a budget they would have held 16 x 80 MiB.
     assert budget.peak_bytes >= MIN_BUDGET // 2, f"buffers peaked at {budget.peak_bytes} bytes"
     assert budget.used_bytes == 0
-    grew = (after - before) >> 20
-    assert grew < 24, f"RSS stayed {grew} MiB above where it was before the 16 copies"
+    # Loose: what malloc keeps of other allocations (the 4 MiB blocks of the block hash)
+    # stays; the buffers must not (before they were freed, all 16 x 80 MiB stayed).
+    grew, rose = (after - before) >> 20, (max(during) - before) >> 20
+    assert grew < rose / 2, f"RSS rose {rose} MiB during the copies and stayed {grew} MiB up"
     assert not copy_threads()
 
 
