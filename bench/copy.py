@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def qcow2_target(workdir: Path, size: int) -> Iterator[str]:
+def qcow2_target(workdir: Path, size: int, options: list[str] = HUB_OPTIONS) -> Iterator[str]:
     image = workdir / "target.qcow2"
     image.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(size)], check=True)
@@ -69,7 +69,7 @@ def qcow2_target(workdir: Path, size: int) -> Iterator[str]:
     # --fork returns once qemu-nbd listens, so no probing connection is needed
     subprocess.run(
         [
-            *("qemu-nbd", *HUB_OPTIONS, "--shared=10", "--persistent", "--fork"),
+            *("qemu-nbd", *options, "--shared=10", "--persistent", "--fork"),
             *("--pid-file", str(pidfile), "-b", "127.0.0.1", "-p", str(port)),
             *("-x", "disk", "-f", "qcow2", str(image)),
         ],

@@ -25,6 +25,7 @@ from sendense_tools.backup.progress import DiskBars, summary_table
 from sendense_tools.backup.targets import TargetMismatch
 from sendense_tools.config import read_secret
 from sendense_tools.errors import SendenseError
+from sendense_tools.nbd.buffers import DEFAULT_BUDGET, MIN_BUDGET, PROCESS_BUDGET, configure
 from sendense_tools.nbd.endpoint import NbdEndpoint, parse_nbd_targets, targets_from_host_port
 from sendense_tools.vsphere.connection import (
     VcenterParams,
@@ -128,6 +129,13 @@ def _host_port_targets(
     show_default=True,
     help="seconds to keep retrying dropped NBD connections",
 )
+@click.option(
+    "--memory-budget",
+    type=click.IntRange(min=MIN_BUDGET),
+    default=DEFAULT_BUDGET,
+    show_default=True,
+    help="bytes of copy buffers all disks share, like node.toml's [backup] memory_budget",
+)
 @click.option("--quiesce", is_flag=True, help="quiesce the guest file systems for the snapshot")
 @click.option(
     "--mode",
@@ -159,6 +167,7 @@ def run_cmd(
     file_root: str,
     vddk_libdir: str,
     retry_for: float,
+    memory_budget: int,
     quiesce: bool,
     mode: str,
     changed_since: str | None,
@@ -195,6 +204,7 @@ def run_cmd(
         password_file=os.path.abspath(password_file),
         retry_for=retry_for,
     )
+    configure(memory_budget)
     job = job_id or uuid.uuid4().hex[:12]
     with DiskBars(enabled=not as_json) as bars:
         hooks = Hooks(
@@ -221,6 +231,7 @@ def run_cmd(
 
 def _print_outcome(outcome: BackupOutcome, as_json: bool) -> None:
     data = outcome.as_dict()
+    data["copy_buffers"] = {"budget": PROCESS_BUDGET.total, "peak": PROCESS_BUDGET.peak_bytes}
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -231,6 +242,10 @@ def _print_outcome(outcome: BackupOutcome, as_json: bool) -> None:
     console.print(
         f"snapshot {outcome.snapshot} created and removed; {len(outcome.disks)} disk(s) "
         f"in {outcome.seconds:.1f} s"
+    )
+    buffers = data["copy_buffers"]
+    console.print(
+        f"copy buffers: peak {buffers['peak'] >> 20} MiB of a {buffers['budget'] >> 20} MiB budget"
     )
     if outcome.leftovers_removed:
         console.print(f"removed leftover snapshot(s): {', '.join(outcome.leftovers_removed)}")

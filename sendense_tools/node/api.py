@@ -10,6 +10,7 @@ from sendense_tools.api.auth import token_matches
 from sendense_tools.api.body import read_model
 from sendense_tools.api.openapi import Operation
 from sendense_tools.api.server import ApiError, json_ok, make_api
+from sendense_tools.nbd.buffers import PROCESS_BUDGET
 from sendense_tools.nbd.endpoint import NbdEndpoint, TlsPsk, parse_nbd_targets
 from sendense_tools.node.errors import (
     BadRestore,
@@ -143,6 +144,11 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok",
         "running_backups": request.app[JOBS].running(),
         "running_restores": request.app[RESTORES].running(),
+        "copy_buffers": {
+            "budget": PROCESS_BUDGET.total,
+            "in_use": PROCESS_BUDGET.used_bytes,
+            "peak": PROCESS_BUDGET.peak_bytes,
+        },
     })  # fmt: skip
 
 

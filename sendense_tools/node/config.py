@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from sendense_tools.config import HostPort, PortRange, Strict
+from sendense_tools.nbd.buffers import DEFAULT_BUDGET, MIN_BUDGET, MIN_SLOTS, NODE_DISKS
 from sendense_tools.node.forwards import is_loopback
 from sendense_tools.policy.model import Policy, check_policies
 
@@ -87,6 +88,20 @@ class BackupSection(Strict):
     # Turn changed block tracking on for a VM that has it off, so that the
     # next backup can be an incremental.
     cbt: bool = True
+    # Bytes of copy buffers (the data waiting to be hashed included) that all disk
+    # copies running in this process share: one disk alone gets its full pool
+    # (80 MiB), more disks split the budget evenly (nbd/buffers.py).
+    memory_budget: int = DEFAULT_BUDGET
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget_fits_every_disk(cls, value: int) -> int:
+        if value < MIN_BUDGET:
+            raise ValueError(
+                f"{value} bytes is below the minimum {MIN_BUDGET} ({MIN_BUDGET >> 20} MiB: "
+                f"{MIN_SLOTS} buffers for each of {NODE_DISKS} disks copied at once)"
+            )
+        return value
 
 
 class NodeConfig(Strict):

@@ -109,7 +109,14 @@ class NodeJob(BaseModel):
     )
 
 
+class CopyBuffers(BaseModel):
+    budget: int = Field(ge=0, description="[backup] memory_budget: bytes all disk copies share")
+    in_use: int = Field(ge=0, description="bytes of copy buffers held now")
+    peak: int = Field(ge=0, description="the most bytes held at once since the node started")
+
+
 class NodeHealth(BaseModel):
     status: Literal["ok"]
     running_backups: int = Field(ge=0)
     running_restores: int = Field(ge=0)
+    copy_buffers: CopyBuffers

@@ -16,6 +16,7 @@ from sendense_tools import daemon
 from sendense_tools.api.server import serve_app
 from sendense_tools.backup.executor import BackupOptions
 from sendense_tools.config import load_config, read_secret
+from sendense_tools.nbd import buffers
 from sendense_tools.node.api import make_app
 from sendense_tools.node.config import NodeConfig
 from sendense_tools.node.forwards import TunnelForwards
@@ -76,6 +77,8 @@ def restore_options(cfg: NodeConfig) -> RestoreOptions:
 
 def build(cfg: NodeConfig) -> tuple[JobManager, RestoreManager]:
     token = read_secret(cfg.hub.token_file or cfg.api.token_file, "hub API token")
+    # One budget for the buffers of every disk copy: backups and restores alike.
+    buffers.configure(cfg.backup.memory_budget)
     vcenter_params(cfg)  # fail at start, not at the first backup, on a bad password file
     h = cfg.hub
     reporter = HubReporter(h.api_url, token, h.report_interval, h.heartbeat_interval)

@@ -174,9 +174,12 @@ class DiskStream:
             if zero:
                 data = _ZERO if n == CHUNK else bytes(n)
             else:
-                buf = nbd.Buffer(n)
-                self._wait(handle, handle.aio_pread(buf, at))
-                data = buf.to_bytearray()
+                view = memoryview(bytearray(n))
+                self._wait(handle, handle.aio_pread(nbd.Buffer.from_buffer(view), at))
+                data = view.obj
+                # libnbd 1.14's aio_pread never drops its reference to the buffer it read
+                # into: released, the view no longer keeps every chunk of the disk alive.
+                view.release()
                 self.bytes_read += n
                 reconnects.progressed()
             self._put(data)

@@ -257,3 +257,13 @@ def test_changed_since_that_names_no_disk_pair_is_bad_usage(vcsim):
     proc = run(run_args(vcsim, "disk0:nbd://127.0.0.1:1/x", "--changed-since", "disk0"))
     assert proc.returncode == 2
     assert "'disk0' is not DISK=CHANGE_ID" in proc.stderr
+
+
+def test_the_copies_stay_within_the_memory_budget_given(vcsim, qemu_nbd_target):
+    text, _ = make_targets(vcsim, qemu_nbd_target)
+    budget = 128 << 20
+    proc = run(run_args(vcsim, text, "--memory-budget", str(budget), "--json"))
+    assert proc.returncode == 0, proc.stderr
+    buffers = json.loads(proc.stdout)["copy_buffers"]
+    assert buffers["budget"] == budget
+    assert 0 < buffers["peak"] <= budget

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sendense_tools.nbd import copy as copy_module
+from sendense_tools.nbd import disk_copy
 from sendense_tools.nbd.copy import CopyCancelled, CopyError, CopyProgress, copy_disk
 from sendense_tools.nbd.endpoint import NbdEndpoint, TlsPsk
 from sendense_tools.nbd.sources import file_source
@@ -70,7 +70,7 @@ async def test_copy_writes_zeroes_on_a_used_target(source_disk, make_target, tmp
 
 async def test_copy_survives_target_restart(source_disk, make_target, tmp_path, monkeypatch):
     # small checkpoints so that the resume point is somewhere in the middle
-    monkeypatch.setattr(copy_module, "CHECKPOINT_BYTES", 4 << 20)
+    monkeypatch.setattr(disk_copy, "CHECKPOINT_BYTES", 4 << 20)
     target = make_target(source_disk.size, slow=True)
     seen: list[int] = []
     async with file_source(str(source_disk.path)) as src:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from ovirt_imageio import client
 
-from sendense_tools.nbd import copy as copy_module
+from sendense_tools.nbd import disk_copy, worker
 from sendense_tools.nbd.copy import CopyError, copy_disk
 from sendense_tools.nbd.sources import file_source
 from tests.integration.nbd_engine.servers import QemuTarget, copy_threads
@@ -46,7 +46,7 @@ def drop_backing(image: Path) -> None:
 
 def data_bytes(content: bytes, areas: list[tuple[int, int]]) -> int:
     """Bytes of the areas' non-zero SPARSE_SIZE blocks: what the copy must send as data."""
-    step = copy_module.SPARSE_SIZE
+    step = worker.SPARSE_SIZE
     return sum(
         step
         for offset, length in areas
@@ -139,7 +139,7 @@ async def test_whole_disk_areas_into_an_overlay_give_the_full_checksum_and_stand
 
 
 async def test_areas_copy_survives_a_target_restart(source_disk, older, make_overlay, monkeypatch):
-    monkeypatch.setattr(copy_module, "CHECKPOINT_BYTES", 2 << 20)
+    monkeypatch.setattr(disk_copy, "CHECKPOINT_BYTES", 2 << 20)
     content = source_disk.path.read_bytes()
     areas = [(offset, 3 * AREA) for offset in range(0, source_disk.size - 3 * AREA, 1 << 20)]
     total = sum(length for _, length in areas)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -60,3 +61,32 @@ def test_a_cancel_while_the_export_holds_its_replies_ends_the_stream_and_its_rea
         assert not stream._thread.is_alive(), "the reader thread outlived the cancel"
     finally:
         gate.stop()
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmRSS:"))
+
+
+def test_streaming_a_disk_does_not_keep_what_it_read(tmp_path):
+    """libnbd 1.14 leaks a reference to every aio buffer: the stream must not keep its
+    chunks alive through it (it used to hold the whole disk's data until the node exited)."""
+    size = 256 * MiB
+    sock = tmp_path / "pattern.sock"
+    proc = subprocess.Popen(
+        ["nbdkit", "-f", "--exit-with-parent", "-r", "-U", str(sock), "pattern", str(size)]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "nbdkit did not start"
+            time.sleep(0.02)
+        before = _rss()
+        stream = DiskStream("disk0", NbdEndpoint(f"nbd+unix:///?socket={sock}"), size)
+        total = sum(len(chunk) for chunk in stream)
+        grew = (_rss() - before) >> 20
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert total == size and stream.bytes_read == size
+    assert grew < 64, f"RSS stayed {grew} MiB up after streaming a {size >> 20} MiB disk"

@@ -40,3 +40,14 @@ def test_mode_incremental_without_changed_since_exits_2_before_reading_secrets(t
     )  # fmt: skip
     assert result.exit_code == 2
     assert "--mode incremental needs --changed-since" in result.output
+
+
+def test_a_memory_budget_below_the_minimum_is_bad_usage_before_reading_secrets(tmp_path):
+    result = CliRunner().invoke(
+        backup,
+        ["run", "--vcenter", "https://127.0.0.1:1", "--vm", "vm", "--nbd-targets",
+         "disk0:nbd://127.0.0.1:10100/x", "--memory-budget", "1048576",
+         "--password-file", str(tmp_path / "missing")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--memory-budget" in result.output and "134217728" in result.output
