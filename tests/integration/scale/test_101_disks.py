@@ -54,6 +54,10 @@ def test_101_disks_at_once_through_one_tunnel_and_one_hub(
         }
         fan = back_up_at_once(stack, scale_lab.vms, timeout=600)
         watches.close()
+        with capsys.disabled():  # the figures, also when a check below fails
+            print(f"\n{DISKS} disks in {len(scale_lab.vms)} VMs at once: {fan.wall:.1f} s")
+            for name, peak in fan.rss.peaks.items():
+                print(peak.line(name))
 
         assert_bit_identical(scale_lab, fan, stack, tmp_path)
         # ONE snapshot per VM, the one its record names, held all its disks (the
@@ -65,7 +69,3 @@ def test_101_disks_at_once_through_one_tunnel_and_one_hub(
         # SSH connection (a copy would survive a reconnect, by retrying: not the point).
         tunnel_log = stack.proc("tunnel").log.read_text()
         assert tunnel_log.count("event=connected") == 1, tunnel_log
-        with capsys.disabled():
-            print(f"\n{DISKS} disks in {len(scale_lab.vms)} VMs at once: {fan.wall:.1f} s")
-            for name, peak in fan.rss.peaks.items():
-                print(peak.line(name))
