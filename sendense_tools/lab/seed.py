@@ -25,6 +25,8 @@ from sendense_tools.lab.pattern import (
 from sendense_tools.nbd.blkhash import StreamDigests
 from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.datastore import folder_url
+from sendense_tools.vsphere.devices import controller_type, free_units
+from sendense_tools.vsphere.hardware import DEFAULT_MAX_CONTROLLERS
 from sendense_tools.vsphere.inventory import (
     datacenter_path,
     disks_of_devices,
@@ -60,6 +62,11 @@ def content_checksum(capacity: int, seed: str) -> dict:
         digests.close()
 
 
+def disk_seed(seed: str, vm_name: str, disk_id: str) -> str:
+    """The pattern seed of one disk: every disk of every VM gets its own content."""
+    return f"{seed}:{vm_name}:{disk_id}"
+
+
 def parse_size(text: str) -> int:
     m = SIZE_RE.match(text.strip())
     if not m:
@@ -77,32 +84,59 @@ def parse_sizes(text: str) -> list[int]:
     return [parse_size(p) for p in parts]
 
 
-def _scsi_controller(devices: list) -> vim.vm.device.VirtualSCSIController:
-    for d in devices:
-        if isinstance(d, vim.vm.device.VirtualSCSIController):
-            return d
-    raise VsphereError("the VM has no SCSI controller to attach disks to")
+def _scsi_controllers(devices: list) -> list[vim.vm.device.VirtualSCSIController]:
+    ctls = [d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController)]
+    if not ctls:
+        raise VsphereError("the VM has no SCSI controller to attach disks to")
+    return sorted(ctls, key=lambda c: c.busNumber)
+
+
+def _added_controllers(
+    ctls: list[vim.vm.device.VirtualSCSIController], count: int
+) -> list[vim.vm.device.VirtualSCSIController]:
+    """New controllers of the first one's type on free buses, `count` disks' worth.
+
+    Their keys are negative, so vCenter assigns the real ones and rewrites the
+    disks' controllerKey within the same ReconfigVM.
+    """
+    per = len(free_units(controller_type(ctls[0]) or "lsilogic"))
+    wanted = -(-count // per) - len(ctls)
+    buses = [b for b in range(DEFAULT_MAX_CONTROLLERS) if b not in {c.busNumber for c in ctls}]
+    if wanted > len(buses):
+        raise VsphereError(
+            f"{count} disks do not fit: at most {per * DEFAULT_MAX_CONTROLLERS}"
+            f" on {DEFAULT_MAX_CONTROLLERS} SCSI controllers"
+        )
+    return [
+        type(ctls[0])(key=-(1000 + bus), busNumber=bus, sharedBus="noSharing")
+        for bus in buses[: max(wanted, 0)]
+    ]
 
 
 def replace_disks(session: VsphereSession, vm: vim.VirtualMachine, sizes: list[int]) -> None:
+    """Replace every disk of `vm` with thin disks of `sizes`, filling the VM's SCSI
+    controllers in bus order and adding controllers (up to 4) when they are full."""
     devices = read_props(session, vm, ["config.hardware.device"])["config.hardware.device"]
-    ctl = _scsi_controller(devices)
+    ctls = _scsi_controllers(devices)
+    added = _added_controllers(ctls, len(sizes))
     changes = [
         vim.vm.device.VirtualDeviceSpec(operation="remove", fileOperation="destroy", device=d)
         for d in devices
         if isinstance(d, vim.vm.device.VirtualDisk)
     ]
-    # SCSI unit 7 is the controller itself.
-    units = [u for u in range(16) if u != 7][: len(sizes)]
-    if len(units) < len(sizes):
-        raise VsphereError("at most 15 disks fit on one SCSI controller")
-    for n, (size, unit) in enumerate(zip(sizes, units, strict=True)):
+    changes += [vim.vm.device.VirtualDeviceSpec(operation="add", device=c) for c in added]
+    places = [
+        (c.key, unit)
+        for c in [*ctls, *added]
+        for unit in free_units(controller_type(c) or "lsilogic")
+    ]
+    for n, (size, (ctl_key, unit)) in enumerate(zip(sizes, places, strict=False)):
         backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
             diskMode="persistent", thinProvisioned=True, fileName=""
         )
         disk = vim.vm.device.VirtualDisk(
             key=-(n + 1),
-            controllerKey=ctl.key,
+            controllerKey=ctl_key,
             unitNumber=unit,
             capacityInBytes=size,
             capacityInKB=size // 1024,
@@ -147,17 +181,17 @@ def seed_vm(
     out = []
     for disk in disks:
         ds_name, path = split_datastore_file(disk.file)
-        disk_seed = f"{seed}:{vm_name}:{disk.disk_id}"
+        pattern = disk_seed(seed, vm_name, disk.disk_id)
         local = "" if upload else local_datastore_dir(session, vm, ds_name)
         if local:
             flat = os.path.join(local, path[: -len(".vmdk")] + "-flat.vmdk")
-            digest = write_sparse_file(flat, disk.capacity, disk_seed)
+            digest = write_sparse_file(flat, disk.capacity, pattern)
         else:
             url = folder_url(session.endpoint, dc, disk.file)
-            chunks = iter_content(disk.capacity, disk_seed)
+            chunks = iter_content(disk.capacity, pattern)
             put_file(session.trust, session.session_cookie(), url, disk.capacity, chunks)
-            digest = content_sha256(disk.capacity, disk_seed)
-        checksum = content_checksum(disk.capacity, disk_seed)
+            digest = content_sha256(disk.capacity, pattern)
+        checksum = content_checksum(disk.capacity, pattern)
         out.append(SeededDisk(disk.disk_id, disk.key, disk.file, disk.capacity, digest, checksum))
     return out
 
