@@ -14,9 +14,11 @@ from sendense_tools.nbd.sources import (
     https_source,
     nbdkit_argv,
     nbdkit_curl_args,
+    nbdkit_extentlist_args,
     nbdkit_vddk_args,
     vddk_source,
     vddk_target,
+    write_extentlist,
 )
 
 
@@ -150,3 +152,11 @@ async def test_mock_vddk_target_starts_nbdkit_writable(tmp_path, monkeypatch):
     assert "--readonly" not in argv and "vddk" in argv
     assert "file=[ds1] new/new_disk0.vmdk" in argv
     assert not any(a.startswith("snapshot=") for a in argv)
+
+
+def test_allocated_areas_become_an_extent_list_in_front_of_curl(tmp_path: Path):
+    assert nbdkit_extentlist_args(None) == ([], [])
+    path = write_extentlist(tmp_path / "extents", [(0, 65536), (1 << 20, 0), (2 << 20, 131072)])
+    # one "offset length" line per area (empty ones dropped); gaps are holes to nbdkit
+    assert Path(path).read_text() == "0 65536\n2097152 131072\n"
+    assert nbdkit_extentlist_args(path) == (["--filter=extentlist"], [f"extentlist={path}"])
