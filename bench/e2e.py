@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -253,6 +254,23 @@ def copy_all(uris: list[str], ports: list[int]) -> float:
     return seconds
 
 
+def ref_cpu(roots: dict[str, int]) -> float:
+    """CPU seconds of the reference's processes: the simulator, sshd, the `ssh -L`, and
+    the bench's children reaped meanwhile (nbdkit, nbdcopy, qemu-nbd, qemu-img)."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return sum(tree_cpu(pid) for pid in roots.values()) + reaped.ru_utime + reaped.ru_stime
+
+
+def ref_roots(stack: Stack, vcsim_pid: int) -> dict[str, int]:
+    assert stack.sshd.proc is not None
+    ssh = next(
+        p
+        for p in _tree(os.getpid())
+        if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ssh\0")
+    )
+    return {"sshd": stack.sshd.proc.pid, "vcsim": vcsim_pid, "ssh": ssh}
+
+
 def reference_once(lab: VcsimLab, vm: str, stack: Stack, work: Path) -> float:
     session = VsphereSession.connect(lab.params())
     try:
@@ -278,7 +296,9 @@ def _med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def report(vm: BenchVm, new: list[Run], old: list[Run], ref: list[float]) -> None:
+def report(
+    vm: BenchVm, new: list[Run], old: list[Run], ref: list[float], ref_cpus: list[float]
+) -> None:
     mn, mr = _med([r.seconds for r in new]), _med(ref)
     rows = [("sendense, new layout: unix sockets, no TLS in the tunnel", new)]
     if old:
@@ -296,6 +316,11 @@ def report(vm: BenchVm, new: list[Run], old: list[Run], ref: list[float]) -> Non
         print(f"  {label:<44}{_med(vals):>7.2f}  " + " ".join(f"{x:.2f}" for x in vals))
     print("CPU s per process tree over one backup (median):")
     print("  " + "  ".join(f"{k} {_med([r.cpu[k] for r in new]):.2f}" for k in new[0].cpu))
+    ours_cpu, theirs = _med([sum(r.cpu.values()) for r in new]), _med(ref_cpus)
+    print(
+        f"{vm.label}: CPU s per backup: ours {ours_cpu:.2f}, seed's data path {theirs:.2f} "
+        f"(ours/seed {ours_cpu / theirs:.2f}x; robust to a busy machine, unlike wall time)"
+    )
     if old:
         mo = _med([r.seconds for r in old])
         print(f"{vm.label}: new / old layout: time {mn / mo:.2f}x, throughput {mo / mn:.2f}x")
@@ -331,16 +356,20 @@ def main() -> None:
             roots_new = cpu_roots(stack_new, proc.pid)
             roots_old = cpu_roots(stack_old, proc.pid)
             with openssh_tunnel(sshd, REF_BIND, sshd.port, known):
+                roots_ref = ref_roots(stack_old, proc.pid)
                 for vm in vms:
                     new: list[Run] = []
                     old: list[Run] = []
                     ref: list[float] = []
+                    ref_cpus: list[float] = []
                     for _ in range(rounds):  # in turn, so drift hits every path alike
                         new.append(backup_once(stack_new, vm.name, roots_new))
                         if vm.old_layout:
                             old.append(backup_once(stack_old, vm.name, roots_old))
+                        cpu0 = ref_cpu(roots_ref)
                         ref.append(reference_once(lab, vm.name, stack_old, work))
-                    report(vm, new, old, ref)
+                        ref_cpus.append(ref_cpu(roots_ref) - cpu0)
+                    report(vm, new, old, ref, ref_cpus)
     finally:
         if proc is not None:
             stop_vcsim(proc)
