@@ -41,7 +41,8 @@ from pathlib import Path
 
 from bench.tunnel import known_hosts_for, openssh_tunnel, process
 from sendense_tools.lab.seed import seed_vm
-from sendense_tools.nbd.sources import nbdkit_argv, nbdkit_curl_args
+from sendense_tools.nbd.curl import nbdkit_curl_args
+from sendense_tools.nbd.sources import nbdkit_argv
 from sendense_tools.vsphere.connection import (
     VcenterParams,
     VsphereSession,

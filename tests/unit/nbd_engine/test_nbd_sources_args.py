@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from sendense_tools.nbd.curl import nbdkit_curl_args, nbdkit_extentlist_args, write_extentlist
 from sendense_tools.nbd.sources import (
     SourceError,
     VddkArgs,
     https_source,
     nbdkit_argv,
-    nbdkit_curl_args,
-    nbdkit_extentlist_args,
     nbdkit_vddk_args,
     vddk_source,
     vddk_target,
-    write_extentlist,
 )
 
 
