@@ -184,9 +184,12 @@ async def backup_vm(
                 hooks.on_hardware(hardware)
             frozen = await run_blocking(snapshot_disks, session, snap)
             hooks.phase("querying_changes")
+            # Datastore HTTP access cannot tell holes from data: CBT can (vddk and file
+            # sources have their own extents).
             decision, plans = await run_blocking(
-                plan_copies, session, vm_obj, snap, frozen, cbt, mode, changed_since
-            )
+                plan_copies, session, vm_obj, snap, frozen, cbt, mode, changed_since,
+                options.transport == "https",
+            )  # fmt: skip
             if hooks.on_mode:
                 hooks.on_mode(decision, plans)
             results = await _copy_all(session, info, snap, frozen, plans, targets, options, hooks,
@@ -268,7 +271,8 @@ async def _copy_all(
                 snap_disk = by_key.get(disk.key)
                 if snap_disk is None:
                     raise BackupError(f"{disk.disk_id} ({disk.label}) is missing from the snapshot")
-                source = await open_source(session, info, snap, snap_disk, options)
+                allocated = plans[disk.disk_id].allocated
+                source = await open_source(session, info, snap, snap_disk, options, allocated)
                 sources[disk.disk_id] = await stack.enter_async_context(source)
 
             async def one(disk: DiskInfo) -> None:
@@ -284,6 +288,10 @@ async def _copy_all(
                         retry_for=options.retry_for,
                         target_is_zero=plan.target_is_zero,
                         areas=plan.areas,
+                        # The records carry the block checksum (DESIGN "Checksums"); a
+                        # serial SHA-256 of every byte, zeroes included, cost both sides
+                        # a second pass over the capacity.
+                        sha256=False,
                     )
                 except CopyCancelled:
                     raise

@@ -6,6 +6,7 @@ QueryChangedDiskAreas gives are those of that one instant for every disk.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from sendense_tools.vsphere.connection import VsphereError, VsphereSession
 from sendense_tools.vsphere.inventory import DiskInfo
 from sendense_tools.vsphere.snapshots import SnapshotRef
 
+log = logging.getLogger("sendense.backup")
+
 
 @dataclass(frozen=True)
 class DiskPlan:
@@ -36,6 +39,10 @@ class DiskPlan:
     # None: a full into a fresh image (allocated extents only, zeroes skipped);
     # a list: only these areas, zeroes written (the target is an overlay).
     areas: list[tuple[int, int]] | None
+    # A full into a fresh image from a source that cannot tell holes from data (https):
+    # the areas CBT reports allocated ("*"), the only ones worth reading. None: the
+    # source's own extents decide (or there are none and everything is read).
+    allocated: list[tuple[int, int]] | None = None
 
     @property
     def target_is_zero(self) -> bool:
@@ -72,11 +79,13 @@ def plan_copies(
     cbt: CbtStatus,
     requested: RequestedMode,
     changed_since: dict[str, PreviousDisk] | None,
+    allocated: bool = False,
 ) -> tuple[Decision, dict[str, DiskPlan]]:
     """The mode (raising IncrementalRefused when `incremental` cannot be honoured) and plans.
 
     A full whose targets are overlays (the caller gave changed_since) writes
     the whole capacity, zeroes included: the overlay's backing holds older data.
+    `allocated`: a full into fresh images asks CBT which areas are allocated.
     """
     ids = snapshot_change_ids(session, snap)
     disks = [SnapshotDisk(d.disk_id, d.key, d.capacity, ids.get(d.key)) for d in frozen]
@@ -95,7 +104,24 @@ def plan_copies(
             return decision, plans
         except CbtError as exc:
             decision = enforce(requested, Decision("full", str(exc)))
-    overlays = bool(changed_since)
+    if changed_since:
+        return decision, {d.disk_id: DiskPlan(d.change_id, [(0, d.capacity)]) for d in disks}
+    tracked = allocated and cbt.state in ("on", "enabled")
     return decision, {
-        d.disk_id: DiskPlan(d.change_id, [(0, d.capacity)] if overlays else None) for d in disks
+        d.disk_id: DiskPlan(
+            d.change_id, None, _allocated(session, vm, snap, d) if tracked else None
+        )
+        for d in disks
     }
+
+
+def _allocated(
+    session: VsphereSession, vm: Any, snap: SnapshotRef, disk: SnapshotDisk
+) -> list[tuple[int, int]] | None:
+    """The areas of `disk` CBT reports allocated; None (read everything) when it cannot
+    say: that costs time, never data."""
+    try:
+        return changed_areas(session, vm, snap, disk.key, disk.capacity, "*")
+    except CbtError as exc:
+        log.warning("%s: CBT gave no allocated areas, reading it all: %s", disk.disk_id, exc)
+        return None

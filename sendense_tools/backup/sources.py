@@ -71,11 +71,13 @@ async def open_source(
     snap: SnapshotRef,
     disk: DiskInfo,
     options: BackupOptions,
+    allocated: list[tuple[int, int]] | None = None,
 ) -> AbstractAsyncContextManager[NbdEndpoint]:
     """The transport's async context manager for `disk` as recorded in `snap`.
 
     Blocking look-ups (the https URL probe) happen here, before the copy starts,
-    so a wrong path fails fast with the disk's file in the message.
+    so a wrong path fails fast with the disk's file in the message. `allocated`: the
+    areas that hold data, for an https source (which cannot tell holes otherwise).
     """
     if options.transport == "file":
         return file_source(local_disk_path(options.file_root, vm.name, disk))
@@ -85,7 +87,7 @@ async def open_source(
             resolve_disk_url, session.trust, vm.datacenter, disk.file, cookie
         )
         verify, anchor_pem = curl_trust(session.trust)
-        return https_source(url, cookie, verify=verify, anchor_pem=anchor_pem)
+        return https_source(url, cookie, verify=verify, anchor_pem=anchor_pem, allocated=allocated)
     if options.transport == "vddk":
         return vddk_source(await asyncio.to_thread(vddk_args, session, vm, snap, disk, options))
     raise SourceError(f"unknown transport {options.transport!r}")

@@ -103,21 +103,65 @@ def derive_digests(
 def image_block_digests(path_or_uri: str | Path, size: int) -> bytes:
     """The block digests of an image file (through qemu-nbd) or an NBD export: blocks the
     extents show as zero are not read, the others are read and hashed in parallel."""
+    return image_digests(path_or_uri, size)[0]
+
+
+def image_digests(
+    path_or_uri: str | Path, size: int, sha256: bool = False
+) -> tuple[bytes, str | None]:
+    """`image_block_digests`, and with `sha256` the SHA-256 of the whole content (zeroes
+    included) from the same read: one pass over the image for both."""
     # Imported here: hashing alone (the lab's seeder, on a host without libnbd) needs no NBD.
     from sendense_tools.nbd.image import open_image
 
     with open_image(path_or_uri, shared=WORKERS + 1) as image:
         if image.size < size:
             raise ValueError(f"{image.name} holds {image.size} bytes, fewer than {size}")
-        count = block_count(size)
         data: set[int] = set()
         for offset, length, zero in image.extents(0, size):
             if not zero:
                 data.update(blocks_touched([(offset, length)]))
-        fresh = _hash_blocks(sorted(data), lambda i: image.read(*block_span(size, i)))
-    return b"".join(
-        fresh[i] if i in fresh else zero_digest(block_span(size, i)[1]) for i in range(count)
+        read = lambda i: image.read(*block_span(size, i))  # noqa: E731
+        if sha256:
+            fresh, sha = _hash_in_order(size, data, read)
+        else:
+            fresh, sha = _hash_blocks(sorted(data), read), None
+    digests = b"".join(
+        fresh[i] if i in fresh else zero_digest(block_span(size, i)[1])
+        for i in range(block_count(size))
     )
+    return digests, sha
+
+
+def _hash_in_order(
+    size: int, data: set[int], read_block: Callable[[int], bytes]
+) -> tuple[dict[int, bytes], str]:
+    """Digests of the `data` blocks, read and hashed on a thread pool, and the SHA-256 of
+    every block in order (the others as zeroes), a bounded window of blocks ahead."""
+    sha = hashlib.sha256()
+    fresh: dict[int, bytes] = {}
+    window: deque[tuple[int, Future[tuple[bytes, bytes]] | None]] = deque()
+
+    def read_and_hash(i: int) -> tuple[bytes, bytes]:
+        block = read_block(i)
+        return block_digest(block), block
+
+    def drain(keep: int) -> None:
+        while len(window) > keep:
+            i, future = window.popleft()
+            if future is None:
+                length = block_span(size, i)[1]
+                sha.update(_ZEROS[:length])
+                continue
+            fresh[i], block = future.result()
+            sha.update(block)
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="blkhash") as pool:
+        for i in range(block_count(size)):
+            window.append((i, pool.submit(read_and_hash, i) if i in data else None))
+            drain(2 * WORKERS)
+        drain(0)
+    return fresh, sha.hexdigest()
 
 
 class StreamDigests:

@@ -26,6 +26,7 @@ import nbd
 
 from sendense_tools.errors import SendenseError
 from sendense_tools.nbd.connect import close_handle, describe
+from sendense_tools.nbd.curl import nbdkit_curl_args, nbdkit_extentlist_args, write_extentlist
 from sendense_tools.nbd.endpoint import NbdEndpoint
 from sendense_tools.process import describe_exit
 
@@ -82,37 +83,6 @@ def nbdkit_vddk_args(args: VddkArgs) -> list[str]:
     ]
     if args.port is not None:
         out.append(f"port={args.port}")
-    return out
-
-
-def nbdkit_curl_args(
-    url: str,
-    cookie_file: str | None = None,
-    verify: bool | str = True,
-    timeout: int | None = None,
-    capath: str | None = None,
-) -> list[str]:
-    """Plugin arguments for nbdkit curl.
-
-    `verify`: True checks the server certificate against the system CAs, a path checks it
-    against the certificates in that file, False turns checking off (only when the user
-    asked by name). `capath` replaces curl's default CA directory, which it would search
-    besides `cainfo`: an empty one makes the file the only trust anchor.
-    """
-    scheme = urlsplit(url).scheme
-    if scheme not in ("https", "http"):
-        raise ValueError(f"{url}: only https:// (or http://) URLs are served")
-    out = ["curl", f"url={url}", f"protocols={scheme}", "followlocation=false"]
-    if cookie_file is not None:
-        out.append(f"cookie=+{cookie_file}")
-    if verify is False:
-        out.append("sslverify=false")
-    elif isinstance(verify, str):
-        out.append(f"cainfo={verify}")
-    if capath is not None:
-        out.append(f"capath={capath}")
-    if timeout is not None:
-        out.append(f"timeout={timeout}")
     return out
 
 
@@ -294,9 +264,13 @@ def https_source(
     verify: bool | str = True,
     timeout: int | None = None,
     anchor_pem: str | None = None,
+    allocated: list[tuple[int, int]] | None = None,
 ) -> contextlib.AbstractAsyncContextManager:
     """A file over HTTPS, e.g. a vCenter datastore file with its session cookie
     ('vmware_soap_session="..."').
+
+    `allocated`: the (offset, length) areas that hold data; the source then reports
+    every other byte as a hole, which a copy does not read. None: all of it is data.
 
     verify=False only when insecure mode was asked for; a path (a CA file) or
     `anchor_pem` (a pinned certificate) is then the only trust anchor. curl also
@@ -317,7 +291,11 @@ def https_source(
         if isinstance(anchor, str):
             capath = str(directory / "no-capath")
             os.mkdir(capath, 0o700)
-        return nbdkit_curl_args(url, cookie_file, anchor, timeout, capath)
+        extents = None
+        if allocated is not None:
+            extents = write_extentlist(directory / "extents", allocated)
+        filters, params = nbdkit_extentlist_args(extents)
+        return [*filters, *nbdkit_curl_args(url, cookie_file, anchor, timeout, capath), *params]
 
     return _serve(f"https source {shown}", build)
 

@@ -124,6 +124,30 @@ def test_a_reconfigure_vcenter_refuses_is_a_domain_error_naming_the_fault(sessio
         enable_cbt(session, gone)
 
 
+def test_a_full_plan_for_https_reads_only_the_blocks_that_hold_data(session, vm, vcsim, snaps):
+    set_cbt(session, vm, True)
+    snap = snapshot(session, vm, snaps, "plan-full")
+    frozen = snapshot_disks(session, snap)
+    decision, plans = plan_copies(
+        session, vm, snap, frozen, CbtStatus("on"), "full", None, allocated=True
+    )
+    assert decision.mode == "full"
+    for disk in vcsim.disks:
+        content = disk_content(session, vm, disk)
+        data = {
+            b for b in range(-(-disk.capacity // CBT_BLOCK))
+            if any(content[b * CBT_BLOCK : (b + 1) * CBT_BLOCK])
+        }  # fmt: skip
+        p = plans[disk.disk_id]
+        assert p.areas is None and p.target_is_zero  # a fresh image: holes are not written
+        assert p.allocated is not None and blocks_of(p.allocated) == data, disk.disk_id
+    # Without CBT, or for a source with extents of its own, nothing is asked.
+    _, plans = plan_copies(session, vm, snap, frozen, CbtStatus("off"), "full", None, True)
+    assert all(p.allocated is None for p in plans.values())
+    _, plans = plan_copies(session, vm, snap, frozen, CbtStatus("on"), "full", None)
+    assert all(p.allocated is None for p in plans.values())
+
+
 def test_an_incremental_plan_holds_exactly_the_written_areas_and_the_new_change_ids(
     session, vm, snaps
 ):

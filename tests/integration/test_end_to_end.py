@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sendense_tools.nbd.blkhash import checksum_of_digests, image_block_digests
 from sendense_tools.nbd.digest import sha256_of_image
 from tests.fixtures.ports import port_is_listening
 from tests.fixtures.sshd import TEST_NODE
@@ -23,9 +24,11 @@ def assert_backup_matches(stack: Stack, record: dict, expected: dict[str, str]) 
     for disk_id, sha in expected.items():
         path = Path(disks[disk_id]["qcow2_path"])
         assert path.is_relative_to(stack.repository)
-        assert disks[disk_id]["sha256"] == sha
         # Read back from the file itself, not from what anyone reported.
         assert sha256_of_image(str(path)) == sha, disk_id
+        # The point's checksum (oVirt imageio's block hash) is that of this content.
+        stored = checksum_of_digests(image_block_digests(path, disks[disk_id]["capacity"]))
+        assert disks[disk_id]["checksum"] == stored, disk_id
 
 
 def assert_nothing_left(stack: Stack) -> None:

@@ -153,7 +153,9 @@ async def test_backup_reports_progress_and_result_to_the_hub(
     final = hub.last("n-ok")
     assert final["status"] == "completed" and final["error"] is None
     assert final["snapshot"] == "sendense-n-ok"
-    assert {d["disk_id"]: d["sha256"] for d in final["disks"]} == vcsim.sha256s
+    assert {d["disk_id"]: d["checksum"] for d in final["disks"]} == {
+        d.disk_id: d.checksum for d in vcsim.disks
+    }
     assert all(d["bytes_copied"] == d["bytes_total"] for d in final["disks"])
     for d in vcsim.disks:
         assert await asyncio.to_thread(sha256_of_nbd, made[d.disk_id].uri) == d.sha256

@@ -55,7 +55,9 @@ async def test_a_final_report_outlives_a_hub_outage_of_any_length(vcsim, qemu_nb
         await hub.up()
         final = await hub.final("o-outage")
         assert final["status"] == "completed", final["error"]
-        assert {d["disk_id"]: d["sha256"] for d in final["disks"]} == vcsim.sha256s
+        assert {d["disk_id"]: d["checksum"] for d in final["disks"]} == {
+            d.disk_id: d.checksum for d in vcsim.disks
+        }
         await wait_for(lambda: not spooled.exists(), "the delivered report to leave the spool")
         assert list((tmp_path / "spool").rglob("*.tmp")) == []
     finally:

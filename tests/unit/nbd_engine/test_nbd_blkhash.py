@@ -60,6 +60,15 @@ def test_checksum_of_raw_and_qcow2_equals_ovirt_imageio(images):
         assert ours == client.checksum(str(image)), image.name
 
 
+def test_one_read_gives_the_block_digests_and_the_sha256_of_the_whole_content(images):
+    raw, qcow2, content = images
+    for image in (raw, qcow2):
+        digests, sha = blkhash.image_digests(image, SIZE, sha256=True)
+        assert digests == blkhash.image_block_digests(image, SIZE), image.name
+        assert sha == hashlib.sha256(content).hexdigest(), image.name
+    assert blkhash.image_digests(raw, SIZE)[1] is None
+
+
 def test_digests_are_blake2b_of_each_block_and_zero_blocks_get_the_zero_digest(images):
     raw, _, content = images
     digests = blkhash.image_block_digests(raw, SIZE)

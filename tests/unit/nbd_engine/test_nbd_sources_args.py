@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from sendense_tools.nbd.curl import nbdkit_curl_args, nbdkit_extentlist_args, write_extentlist
 from sendense_tools.nbd.sources import (
     SourceError,
     VddkArgs,
     https_source,
     nbdkit_argv,
-    nbdkit_curl_args,
     nbdkit_vddk_args,
     vddk_source,
     vddk_target,
@@ -150,3 +150,11 @@ async def test_mock_vddk_target_starts_nbdkit_writable(tmp_path, monkeypatch):
     assert "--readonly" not in argv and "vddk" in argv
     assert "file=[ds1] new/new_disk0.vmdk" in argv
     assert not any(a.startswith("snapshot=") for a in argv)
+
+
+def test_allocated_areas_become_an_extent_list_in_front_of_curl(tmp_path: Path):
+    assert nbdkit_extentlist_args(None) == ([], [])
+    path = write_extentlist(tmp_path / "extents", [(0, 65536), (1 << 20, 0), (2 << 20, 131072)])
+    # one "offset length" line per area (empty ones dropped); gaps are holes to nbdkit
+    assert Path(path).read_text() == "0 65536\n2097152 131072\n"
+    assert nbdkit_extentlist_args(path) == (["--filter=extentlist"], [f"extentlist={path}"])
