@@ -143,16 +143,24 @@ def openssh_tunnel(hub: Sshd, bind: str, ssh_port: int, known_hosts: Path) -> It
 
 
 @contextlib.contextmanager
-def sendense_tunnel(hub: Sshd, work: Path, ssh_port: int, known_hosts: Path, connections: int = 1):
-    """`sendense tunnel run`; yields seconds from start to every forward up."""
-    status = work / f"status-{ssh_port}-{connections}.json"
+def sendense_tunnel(
+    hub: Sshd,
+    work: Path,
+    ssh_port: int,
+    known_hosts: Path,
+    connections: int = 1,
+    bind: str = "127.0.0.2",
+):
+    """`sendense tunnel run` listening on `bind`; yields seconds from start to every forward up."""
+    status = work / f"status-{bind}-{ssh_port}-{connections}.json"
     status.unlink(missing_ok=True)  # a previous tunnel's "connected" is not ours
     cfg = hub.tunnel_config(
         status,
         hub={"port": ssh_port, "known_hosts": str(known_hosts)},
+        forwards={"bind": bind},
         tuning={"connections": connections},
     )
-    config = write_toml(work / "tunnel.toml", cfg)
+    config = write_toml(work / f"tunnel-{bind}.toml", cfg)
     args = [sys.executable, "-m", "sendense_tools.tunnel", "run", "--config", str(config)]
     start = time.perf_counter()
     with process(args, stdout=subprocess.DEVNULL, cwd=ROOT) as proc:
