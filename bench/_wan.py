@@ -157,13 +157,13 @@ def wan(hub: Sshd, work: Path, image: Path, size: int, data: int) -> None:
                 for name, run in runs.items():
                     times[name].append(run())
             if os.environ.get("BENCH_TUNNEL_WAN_SWEEP", "1") != "0":
-                for n in (1, 4, 8):
+                for n in (1, 8):
                     t = copy_once(work, src_port, hub_port, OPENSSH_BIND, size, n)
                     sweep.append((f"OpenSSH ssh -L, nbdcopy {n} NBD conns", t))
         if os.environ.get("BENCH_TUNNEL_WAN_SWEEP", "1") != "0":
             for s in (1, 2, 4):
                 with sendense_tunnel(hub, work, link_port, kh, connections=s):
-                    for n in (2, 4, 8):
+                    for n in (4, 8):
                         t = copy_once(work, src_port, hub_port, OURS_BIND, size, n)
                         sweep.append((f"sendense {s} SSH, nbdcopy {n} NBD conns", t))
 

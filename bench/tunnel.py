@@ -7,7 +7,8 @@ hub), alternating the three paths. WAN mode (bench/_wan.py) puts an emulated
 set-up (OpenSSH, 2 NBD connections per disk) with ours at our defaults.
 
 Environment: BENCH_TUNNEL_ROUNDS (3), BENCH_TUNNEL_SIZE_MIB (1024),
-BENCH_TUNNEL_WAN_SIZE_MIB (256), BENCH_TUNNEL_LAN=0 / BENCH_TUNNEL_WAN=0 to skip
+BENCH_TUNNEL_WAN_SIZE_MIB (1024:
+nbdcopy hands its threads large slices of the disk, a small one leaves most idle), BENCH_TUNNEL_LAN=0 / BENCH_TUNNEL_WAN=0 to skip
 LAN / WAN mode (WAN mode's own
 knobs: see bench/_wan.py).
 """
@@ -108,6 +109,9 @@ def copy_once(
             [
                 "nbdcopy",
                 f"--connections={conns}",
+                # nbdcopy opens no more connections than threads, and its threads
+                # default to the cores: 2 here, whatever --connections says.
+                f"--threads={conns}",
                 f"nbd://127.0.0.1:{src_port}",
                 f"nbd://{dst_host}:{hub_port}/disk",
             ],
@@ -207,7 +211,7 @@ def lan(hub: Sshd, work: Path, image: Path, size: int, data: int) -> None:
 
 def main() -> None:
     size_mib = env_int("BENCH_TUNNEL_SIZE_MIB", 1024)
-    wan_mib = env_int("BENCH_TUNNEL_WAN_SIZE_MIB", 256)
+    wan_mib = env_int("BENCH_TUNNEL_WAN_SIZE_MIB", 1024)
     # On disk, not tmpfs: qemu-nbd --cache=none needs O_DIRECT.
     with (
         tempfile.TemporaryDirectory(prefix="sendense-bench-", dir="/var/tmp") as tmp,
