@@ -7,10 +7,9 @@ hub), alternating the three paths. WAN mode (bench/_wan.py) puts an emulated
 set-up (OpenSSH, 2 NBD connections per disk) with ours at our defaults.
 
 Environment: BENCH_TUNNEL_ROUNDS (3), BENCH_TUNNEL_SIZE_MIB (1024),
-BENCH_TUNNEL_WAN_SIZE_MIB (1024:
-nbdcopy hands its threads large slices of the disk, a small one leaves most idle), BENCH_TUNNEL_LAN=0 / BENCH_TUNNEL_WAN=0 to skip
-LAN / WAN mode (WAN mode's own
-knobs: see bench/_wan.py).
+BENCH_TUNNEL_WAN_SIZE_MIB (1024: nbdcopy hands its threads large slices of the
+disk, so a small one leaves most of them idle), BENCH_TUNNEL_LAN=0 /
+BENCH_TUNNEL_WAN=0 to skip LAN / WAN mode (WAN mode's own knobs: bench/_wan.py).
 """
 
 from __future__ import annotations
