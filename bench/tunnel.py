@@ -2,12 +2,14 @@
 
 A seeded sparse raw disk is served by nbdkit (the node's source) and copied
 with nbdcopy into a fresh qcow2 served by qemu-nbd behind a real sshd (the
-hub), alternating the three paths. WAN mode puts a 25 ms-each-way delay
-proxy between the SSH client and sshd and compares the seed's set-up
-(OpenSSH, 2 NBD connections per disk) with ours at its best settings.
+hub), alternating the three paths. WAN mode (bench/_wan.py) puts an emulated
+50 ms round-trip link between the SSH clients and sshd and compares the seed's
+set-up (OpenSSH, 2 NBD connections per disk) with ours at our defaults.
 
 Environment: BENCH_TUNNEL_ROUNDS (3), BENCH_TUNNEL_SIZE_MIB (1024),
-BENCH_TUNNEL_WAN_SIZE_MIB (256), BENCH_TUNNEL_WAN=0 to skip WAN mode.
+BENCH_TUNNEL_WAN_SIZE_MIB (1024: nbdcopy hands its threads large slices of the
+disk, so a small one leaves most of them idle), BENCH_TUNNEL_LAN=0 /
+BENCH_TUNNEL_WAN=0 to skip LAN / WAN mode (WAN mode's own knobs: bench/_wan.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ MIB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
@@ -50,7 +52,7 @@ def seed_disk(path: Path, size_mib: int) -> int:
     return written
 
 
-def _wait_listening(port: int, host: str, proc: subprocess.Popen, what: str) -> None:
+def wait_listening(port: int, host: str, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + 30
     while not port_is_listening(port, host):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -77,10 +79,9 @@ def nbdkit_source(image: Path, port: int) -> contextlib.AbstractContextManager:
     return process(args)
 
 
-def copy_once(
-    work: Path, src_port: int, hub_port: int, dst_host: str, size: int, conns: int
-) -> float:
-    """One nbdcopy into a fresh qcow2 on the hub side; returns wall seconds."""
+@contextlib.contextmanager
+def qemu_target(work: Path, hub_port: int, size: int) -> Iterator[None]:
+    """A fresh qcow2 served by qemu-nbd with the hub's options on 127.0.0.1:hub_port."""
     target = work / "target.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), str(size)], check=True)
     qemu = [
@@ -91,20 +92,31 @@ def copy_once(
     try:
         # stderr off: the readiness probe below makes qemu-nbd log a failed handshake.
         with process(qemu, stderr=subprocess.DEVNULL) as q:
-            _wait_listening(hub_port, "127.0.0.1", q, "qemu-nbd")
-            start = time.perf_counter()
-            subprocess.run(
-                [
-                    "nbdcopy",
-                    f"--connections={conns}",
-                    f"nbd://127.0.0.1:{src_port}",
-                    f"nbd://{dst_host}:{hub_port}/disk",
-                ],
-                check=True,
-            )
-            return time.perf_counter() - start
+            wait_listening(hub_port, "127.0.0.1", q, "qemu-nbd")
+            yield
     finally:
         target.unlink(missing_ok=True)
+
+
+def copy_once(
+    work: Path, src_port: int, hub_port: int, dst_host: str, size: int, conns: int
+) -> float:
+    """One nbdcopy into a fresh qcow2 on the hub side; returns wall seconds."""
+    with qemu_target(work, hub_port, size):
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                "nbdcopy",
+                f"--connections={conns}",
+                # nbdcopy opens no more connections than threads, and its threads
+                # default to the cores: 2 here, whatever --connections says.
+                f"--threads={conns}",
+                f"nbd://127.0.0.1:{src_port}",
+                f"nbd://{dst_host}:{hub_port}/disk",
+            ],
+            check=True,
+        )
+        return time.perf_counter() - start
 
 
 def known_hosts_for(hub: Sshd, port: int, path: Path) -> Path:
@@ -129,20 +141,29 @@ def openssh_tunnel(hub: Sshd, bind: str, ssh_port: int, known_hosts: Path) -> It
     start = time.perf_counter()
     with process(args) as proc:
         for p in ports:
-            _wait_listening(p, bind, proc, "ssh -L")
+            wait_listening(p, bind, proc, "ssh -L")
         yield time.perf_counter() - start
 
 
 @contextlib.contextmanager
-def sendense_tunnel(hub: Sshd, work: Path, ssh_port: int, known_hosts: Path, connections: int = 1):
-    """`sendense tunnel run`; yields seconds from start to every forward up."""
-    status = work / f"status-{ssh_port}-{connections}.json"
+def sendense_tunnel(
+    hub: Sshd,
+    work: Path,
+    ssh_port: int,
+    known_hosts: Path,
+    connections: int = 1,
+    bind: str = "127.0.0.2",
+):
+    """`sendense tunnel run` listening on `bind`; yields seconds from start to every forward up."""
+    status = work / f"status-{bind}-{ssh_port}-{connections}.json"
+    status.unlink(missing_ok=True)  # a previous tunnel's "connected" is not ours
     cfg = hub.tunnel_config(
         status,
         hub={"port": ssh_port, "known_hosts": str(known_hosts)},
+        forwards={"bind": bind},
         tuning={"connections": connections},
     )
-    config = write_toml(work / "tunnel.toml", cfg)
+    config = write_toml(work / f"tunnel-{bind}.toml", cfg)
     args = [sys.executable, "-m", "sendense_tools.tunnel", "run", "--config", str(config)]
     start = time.perf_counter()
     with process(args, stdout=subprocess.DEVNULL, cwd=ROOT) as proc:
@@ -162,7 +183,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def lan(hub: Sshd, work: Path, image: Path, size: int, data: int) -> None:
-    rounds = _env_int("BENCH_TUNNEL_ROUNDS", 3)
+    rounds = env_int("BENCH_TUNNEL_ROUNDS", 3)
     hub_port = hub.nbd_ports[0]
     src_port = free_port()
     times: dict[str, list[float]] = {"direct": [], "openssh": [], "sendense": []}
@@ -171,7 +192,7 @@ def lan(hub: Sshd, work: Path, image: Path, size: int, data: int) -> None:
         openssh_tunnel(hub, "127.0.0.3", hub.port, hub.known_hosts) as ssh_up,
         sendense_tunnel(hub, work, hub.port, hub.known_hosts) as ours_up,
     ):
-        _wait_listening(src_port, "127.0.0.1", src, "nbdkit")
+        wait_listening(src_port, "127.0.0.1", src, "nbdkit")
         hosts = {"direct": "127.0.0.1", "openssh": "127.0.0.3", "sendense": "127.0.0.2"}
         for _ in range(rounds):
             for mode, host in hosts.items():
@@ -187,39 +208,9 @@ def lan(hub: Sshd, work: Path, image: Path, size: int, data: int) -> None:
     print(f"  start to all {n_fw} local forwards up: OpenSSH {ssh_up:.2f} s")
 
 
-def wan(hub: Sshd, work: Path, image: Path, size: int, data: int) -> None:
-    hub_port = hub.nbd_ports[0]
-    src_port, proxy_port = free_port(), free_port()
-    kh = known_hosts_for(hub, proxy_port, work / "known_hosts.wan")
-    proxy_args = [sys.executable, "-m", "bench._delay_proxy", str(proxy_port), str(hub.port), "25"]
-    results: list[tuple[str, float]] = []
-    with (
-        nbdkit_source(image, src_port) as src,
-        process(proxy_args, cwd=ROOT, stdout=subprocess.PIPE) as proxy,
-    ):
-        _wait_listening(src_port, "127.0.0.1", src, "nbdkit")
-        _wait_listening(proxy_port, "127.0.0.1", proxy, "delay proxy")
-        with openssh_tunnel(hub, "127.0.0.3", proxy_port, kh):
-            for conns in (2, 1):
-                t = copy_once(work, src_port, hub_port, "127.0.0.3", size, conns)
-                results.append((f"OpenSSH ssh -L, {conns} NBD conn", t))
-        for ssh_conns, nbd_conns in ((1, 1), (1, 4), (4, 4)):
-            with sendense_tunnel(hub, work, proxy_port, kh, connections=ssh_conns):
-                t = copy_once(work, src_port, hub_port, "127.0.0.2", size, nbd_conns)
-                results.append((f"sendense, {ssh_conns} SSH conn, {nbd_conns} NBD conn", t))
-    print(f"WAN (25 ms each way): nbdcopy of a {size // MIB} MiB disk ({data // MIB} MiB data)")
-    for name, t in results:
-        print(f"  {name:<36} {t:6.2f} s")
-    seed = results[0][1]
-    best = min(t for name, t in results if name.startswith("sendense"))
-    print(
-        f"  speed ratio sendense best / seed (OpenSSH, 2 NBD conns): {seed / best:.2f} (goal >= 2)"
-    )
-
-
 def main() -> None:
-    size_mib = _env_int("BENCH_TUNNEL_SIZE_MIB", 1024)
-    wan_mib = _env_int("BENCH_TUNNEL_WAN_SIZE_MIB", 256)
+    size_mib = env_int("BENCH_TUNNEL_SIZE_MIB", 1024)
+    wan_mib = env_int("BENCH_TUNNEL_WAN_SIZE_MIB", 1024)
     # On disk, not tmpfs: qemu-nbd --cache=none needs O_DIRECT.
     with (
         tempfile.TemporaryDirectory(prefix="sendense-bench-", dir="/var/tmp") as tmp,
@@ -229,12 +220,15 @@ def main() -> None:
     ):
         work = Path(tmp)
         image = work / "source.raw"
-        data = seed_disk(image, size_mib)
-        lan(hub, work, image, size_mib * MIB, data)
+        if os.environ.get("BENCH_TUNNEL_LAN", "1") != "0":
+            data = seed_disk(image, size_mib)
+            lan(hub, work, image, size_mib * MIB, data)
         if os.environ.get("BENCH_TUNNEL_WAN", "1") != "0":
             small = work / "source-wan.raw"
             wan_data = seed_disk(small, wan_mib)
-            image.unlink()
+            image.unlink(missing_ok=True)
+            from bench._wan import wan  # it imports this module's helpers
+
             wan(hub, work, small, wan_mib * MIB, wan_data)
 
 

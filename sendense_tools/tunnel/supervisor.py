@@ -29,6 +29,10 @@ from sendense_tools.tunnel.status import TunnelStatus, write_status
 
 # Bounds the goodbye to the hub on shutdown so SIGTERM always ends within 5 s.
 CLOSE_TIMEOUT = 2.0
+# SSH connections being opened at once: the hub's sshd drops a source's unauthenticated
+# connections past PerSourceMaxStartups (4 by default), so several connections never
+# start together into a refusal and a backoff; 2 leaves room for `sendense tunnel check`.
+CONNECTING_AT_ONCE = 2
 
 
 def _now() -> str:
@@ -67,6 +71,7 @@ class Supervisor(daemon.Service):
         self._any_up = asyncio.Event()
         self._stopping = asyncio.Event()
         self._round_robin = itertools.count()
+        self._connecting = asyncio.Semaphore(CONNECTING_AT_ONCE)
         self._tasks: list[asyncio.Task] = []
 
     # -- used by the forwarder -------------------------------------------------
@@ -141,7 +146,8 @@ class Supervisor(daemon.Service):
         while not self._stopping.is_set():
             log_event("connecting", hub=hub, connection=slot.index)
             try:
-                conn, client = await connect(self.cfg)
+                async with self._connecting:
+                    conn, client = await connect(self.cfg)
             except HostKeyMismatch as exc:
                 error = str(exc)
                 log_event("host_key_rejected", "error", hub=hub, error=error)

@@ -102,3 +102,19 @@ async def test_tunnel_negotiates_aead(hardened, tmp_path):
         assert cipher == conn.get_extra_info("recv_cipher")
         assert cipher in AEAD
         assert cipher == cfg.tuning.ciphers[0]
+
+
+@pytest.fixture
+def sshd() -> Iterator[Sshd]:
+    """The hardened hub for this module's `start_tunnel` (its own, not the shared one)."""
+    with hardened_sshd() as server:
+        yield server
+
+
+async def test_several_tunnel_connections_come_up_without_a_refusal(start_tunnel):
+    """More SSH connections than PerSourceMaxStartups all come up at the first attempt."""
+    limit = resolved_defaults("sendense_hub")["sendense_hub_sshd_per_source_max_startups"]
+    tunnel = await start_tunnel(tuning={"connections": limit + 2})
+    up = await tunnel.wait_for(lambda s: s["connections_up"] == limit + 2, "every connection up")
+    assert up["connected"] and up["reconnects"] == 0
+    assert "event=connect_failed" not in tunnel.log()
