@@ -160,7 +160,12 @@ class _ClientSide(asyncio.Protocol):
 
     def eof_local(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write_eof()
+            try:
+                self._transport.write_eof()
+            except OSError:
+                # The client reset the socket and the loop has not read that yet. Raised
+                # from here, asyncssh would close the whole SSH connection (every channel).
+                self._transport.abort()
 
     def pause_local(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
