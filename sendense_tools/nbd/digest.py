@@ -36,15 +36,18 @@ def _hash_handle(handle: nbd.NBD) -> str:
     digest = hashlib.sha256()
     # Reads are issued in order and hashed in the same order as they complete
     # at the head of the queue, so the digest is of the content in sequence.
-    pending: deque[tuple[int, nbd.Buffer]] = deque()
+    pending: deque[tuple[int, memoryview]] = deque()
 
     def drain(keep: int) -> None:
         while len(pending) > keep:
-            cookie, buf = pending[0]
+            cookie, view = pending[0]
             while not handle.aio_command_completed(cookie):
                 handle.poll(-1)
             pending.popleft()
-            digest.update(buf.to_bytearray())
+            digest.update(view)
+            # libnbd 1.14 never drops its reference to a buffer it read into: released
+            # here, the bytes go back, or the hub would keep every byte it verified.
+            view.release()
 
     for offset, length, zero in extents(handle, 0, size):
         if zero:
@@ -54,8 +57,8 @@ def _hash_handle(handle: nbd.NBD) -> str:
         end = offset + length
         while offset < end:
             n = min(CHUNK, end - offset)
-            buf = nbd.Buffer(n)
-            pending.append((handle.aio_pread(buf, offset), buf))
+            view = memoryview(bytearray(n))
+            pending.append((handle.aio_pread(nbd.Buffer.from_buffer(view), offset), view))
             offset += n
             drain(IN_FLIGHT - 1)
     drain(0)
