@@ -35,6 +35,11 @@ def parser() -> argparse.ArgumentParser:
         if name == "run":
             c.add_argument("--forks", type=int, default=DEFAULT_FORKS, help="Ansible forks")
             c.add_argument("--keep", action="store_true", help="leave the containers running")
+            c.add_argument(
+                "--reuse",
+                action="store_true",
+                help="skip creating and rolling out: back up and check the fleet a --keep run left",
+            )
     sub.add_parser("down", help="remove every container and the network of the fleet")
     return p
 
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.forks < 1:
         p.error(f"forks must be at least 1, not {args.forks}")
     try:
-        return run(Options(plan, args.forks, args.workdir, args.keep))
+        return run(Options(plan, args.forks, args.workdir, args.keep, args.reuse))
     except FleetError as exc:
         print(f"fleet: error: {exc}", file=sys.stderr)
         return 1

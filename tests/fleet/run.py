@@ -23,6 +23,16 @@ der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", 443)))
 d = hashlib.sha1(der).hexdigest().upper()
 print(":".join(d[i:i + 2] for i in range(0, len(d), 2)))
 """
+# sshd's re-executed child parses the whole configuration again for every connection:
+# its size and the time `sshd -t` takes grow with the nodes (101 PermitOpen paths each).
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/50-sendense-tunnel.conf"
+SSHD_PARSE = """
+import statistics, subprocess, time
+def once():
+    t = time.monotonic(); subprocess.run(["/usr/sbin/sshd", "-t"], check=True)
+    return time.monotonic() - t
+print(round(statistics.median(once() for _ in range(5)) * 1000, 1))
+"""
 VMHWM = "grep VmHWM /proc/$(systemctl show -p MainPID --value sendense-hub.service)/status"
 
 
@@ -32,6 +42,7 @@ class Options:
     forks: int
     workdir: Path
     keep: bool = False
+    reuse: bool = False  # back up and check a fleet a kept run left, without deploying
 
 
 @dataclass
@@ -45,6 +56,8 @@ class Figures:
     bytes_copied: int = 0
     hub: Usage | None = None
     hub_daemon_hwm_kib: int = 0
+    sshd_config_bytes: int = 0
+    sshd_parse_ms: float = 0.0
     checks_passed: int = 0
     checks: int = 0
 
@@ -71,6 +84,12 @@ def deploy(options: Options, figures: Figures) -> Path:
     )
     figures.batches = rollout.batches((work / "rollout.log").read_text(), figures.rollout_seconds)
     return hosts_yml
+
+
+def measure_sshd(options: Options, figures: Figures) -> None:
+    hub = options.plan.hub_names[0]
+    figures.sshd_config_bytes = int(podman.exec_(hub, "wc", "-c", SSHD_DROPIN).stdout.split()[0])
+    figures.sshd_parse_ms = float(podman.exec_(hub, "/usr/bin/python3", "-c", SSHD_PARSE).stdout)
 
 
 def back_up(options: Options, figures: Figures) -> list[backups.Outcome]:
@@ -111,26 +130,35 @@ def check_isolation(options: Options, outcomes: list[backups.Outcome]) -> list[i
 
 def summary(f: Figures, options: Options) -> list[str]:
     """One line per figure a README table row can quote."""
-    lines = [
-        f"fleet-scale: rollout.yml of 1 hub + {f.nodes} nodes: {f.rollout_seconds:.0f} s wall "
-        f"({f.rollout_seconds / f.nodes:.1f} s per node, forks {options.forks})",
-    ]
+    lines = []
+    if f.rollout_seconds:  # not with --reuse
+        lines.append(
+            f"fleet-scale: rollout.yml of {options.plan.hubs} hub(s) + {f.nodes} nodes: "
+            f"{f.rollout_seconds:.0f} s wall "
+            f"({f.rollout_seconds / f.nodes:.1f} s per node, forks {options.forks})"
+        )
     if f.batches:
         parts = ", ".join(f"{b.hosts} nodes {b.seconds:.0f} s" for b in f.batches)
         lines.append(f"fleet-scale: rollout batches: {parts}")
+    lines.append(
+        f"fleet-scale: {options.plan.hub_names[0]} sshd tunnel drop-in "
+        f"{f.sshd_config_bytes / 1024:.0f} KiB for {f.nodes} nodes, "
+        f"`sshd -t` parses its config in {f.sshd_parse_ms:.0f} ms"
+    )
     lines.append(
         f"fleet-scale: {f.nodes} backups at once: {f.backups_seconds:.1f} s wall, "
         f"{f.completed}/{f.nodes} completed and equal to their seeds, {f.disks} disks, "
         f"{f.bytes_copied / MIB:.0f} MiB copied"
     )
     if f.hub is not None:
-        u = f.hub
+        u, hub = f.hub, options.plan.hub_names[0]
         per_node = (u.peak_rss - u.idle_rss) / max(f.nodes, 1)
         lines += [
-            f"fleet-scale: hub peak RSS {u.peak_rss / MIB:.0f} MiB (idle {u.idle_rss / MIB:.0f}"
-            f" MiB, +{per_node / MIB:.1f} MiB per concurrent node; hub daemon VmHWM "
-            f"{f.hub_daemon_hwm_kib / 1024:.0f} MiB; page cache peak {u.peak_cache / MIB:.0f} MiB)",
-            f"fleet-scale: hub CPU during the backups: peak {u.peak_cpu:.2f} cores, "
+            f"fleet-scale: {hub} peak RSS {u.peak_rss / MIB:.0f} MiB "
+            f"(idle {u.idle_rss / MIB:.0f} MiB, +{per_node / MIB:.1f} MiB per concurrent node; "
+            f"hub daemon VmHWM {f.hub_daemon_hwm_kib / 1024:.0f} MiB; "
+            f"page cache peak {u.peak_cache / MIB:.0f} MiB)",
+            f"fleet-scale: {hub} CPU during the backups: peak {u.peak_cpu:.2f} cores, "
             f"mean {u.mean_cpu:.2f} cores ({u.samples} samples)",
         ]
     lines.append(f"fleet-scale: isolation checks passed: {f.checks_passed}/{f.checks}")
@@ -142,7 +170,9 @@ def run(options: Options) -> int:
     options.workdir.mkdir(parents=True, exist_ok=True)
     figures = Figures(nodes=options.plan.nodes)
     try:
-        deploy(options, figures)
+        if not options.reuse:
+            deploy(options, figures)
+        measure_sshd(options, figures)
         outcomes = back_up(options, figures)
         for o in outcomes:
             if not o.ok:

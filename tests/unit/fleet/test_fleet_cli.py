@@ -62,4 +62,4 @@ def test_run_hands_its_options_over(monkeypatch, tmp_path):
     assert cli.main(argv) == 0
     (options,) = seen
     assert (options.plan.nodes, options.plan.hubs, options.forks) == (5, 1, 7)
-    assert (options.workdir, options.keep) == (tmp_path, True)
+    assert (options.workdir, options.keep, options.reuse) == (tmp_path, True, False)
