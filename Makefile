@@ -50,8 +50,10 @@ demo: setup
 # (sds-*), rolled out with rollout.yml, all backing up at once; tears down after.
 FLEET_NODES ?= 20
 FLEET_FORKS ?= 10
+FLEET_BATCHES ?=
 fleet-scale: setup
-	$(BIN)/python -m tests.fleet run --nodes $(FLEET_NODES) --forks $(FLEET_FORKS)
+	$(BIN)/python -m tests.fleet run --nodes $(FLEET_NODES) --forks $(FLEET_FORKS) \
+	  $(if $(FLEET_BATCHES),--batches $(FLEET_BATCHES)) $(FLEET_ARGS)
 
 fleet-scale-down:
 	@$(BIN)/python -m tests.fleet down

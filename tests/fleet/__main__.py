@@ -17,6 +17,17 @@ DEFAULT_NODES = 20
 DEFAULT_FORKS = 10  # ansible.cfg's: past it, 2 cores only queue more podman execs
 
 
+def batch_sizes(text: str) -> list[int | str]:
+    """`1,25%,100%` -> [1, "25%", "100%"], as Ansible's serial takes them."""
+    sizes: list[int | str] = []
+    for part in text.split(","):
+        number = part.removesuffix("%")
+        if not number.isdigit() or int(number) < 1 or (part.endswith("%") and int(number) > 100):
+            raise argparse.ArgumentTypeError(f"a batch is a count or a percentage, not {part!r}")
+        sizes.append(part if part.endswith("%") else int(part))
+    return sizes
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tests.fleet",
@@ -36,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--forks", type=int, default=DEFAULT_FORKS, help="Ansible forks")
             c.add_argument("--keep", action="store_true", help="leave the containers running")
             c.add_argument(
+                "--batches",
+                type=batch_sizes,
+                default=None,
+                help="rollout batches, e.g. 1,25%%,100%% (default: rollout.yml's)",
+            )
+            c.add_argument(
                 "--reuse",
                 action="store_true",
                 help="skip creating and rolling out: back up and check the fleet a --keep run left",
@@ -48,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.command == "down":
-        removed = podman.down()
+        try:
+            removed = podman.down()
+        except FleetError as exc:
+            print(f"fleet: error: {exc}", file=sys.stderr)
+            return 1
         print(f"fleet: removed {len(removed)} containers and network {inventory.NETWORK}")
         return 0
     try:
@@ -63,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.forks < 1:
         p.error(f"forks must be at least 1, not {args.forks}")
     try:
-        return run(Options(plan, args.forks, args.workdir, args.keep, args.reuse))
+        return run(Options(plan, args.forks, args.workdir, args.keep, args.reuse, args.batches))
     except FleetError as exc:
         print(f"fleet: error: {exc}", file=sys.stderr)
         return 1

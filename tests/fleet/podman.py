@@ -7,11 +7,14 @@ with Molecule's (sdm-*, sdf-*) or the demo's (hub, node, vcenter).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 
 from tests.fleet.inventory import LABEL, NETWORK
+
+ROOT = Path(__file__).resolve().parents[2]
 
 IMAGE = "localhost/sendense-lab:latest"
 BOOT_SECONDS = 180  # 20+ containers booting at once on 2 cores
@@ -23,7 +26,10 @@ class FleetError(RuntimeError):
 
 
 def podman(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["podman", *argv], capture_output=True, text=True)
+    # The lab's runtime and ulimits (files/lab/containers.conf), as `make` exports them.
+    conf = os.environ.get("CONTAINERS_CONF") or str(ROOT / "files" / "lab" / "containers.conf")
+    env = os.environ | {"CONTAINERS_CONF": conf}
+    done = subprocess.run(["podman", *argv], capture_output=True, text=True, env=env)
     if check and done.returncode != 0:
         raise FleetError(f"podman {' '.join(argv[:2])} failed: {done.stderr.strip()[-300:]}")
     return done
@@ -61,14 +67,24 @@ def wait_booted(names: list[str], seconds: float = BOOT_SECONDS) -> None:
             time.sleep(1)
 
 
-def down() -> list[str]:
-    """Remove every container and the network of the fleet; returns the removed names."""
+def _labelled() -> list[str]:
     found = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}")
-    names = found.stdout.split()
-    if names:
-        podman("rm", "-f", "-t", "5", *names, check=False)
+    return found.stdout.split()
+
+
+def down(tries: int = 3) -> list[str]:
+    """Remove every container and the network of the fleet; returns the removed names."""
+    removed = _labelled()
+    # A container still being exec'd into (an interrupted run) can outlive one `rm -f`.
+    for _ in range(tries):
+        left = _labelled()
+        if not left:
+            break
+        podman("rm", "-f", "-t", "5", *left, check=False)
+    if left := _labelled():
+        raise FleetError(f"could not remove {', '.join(left)}: podman rm -f {' '.join(left)}")
     podman("network", "rm", NETWORK, check=False)
-    return names
+    return removed
 
 
 def exec_(name: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -43,6 +43,7 @@ class Options:
     workdir: Path
     keep: bool = False
     reuse: bool = False  # back up and check a fleet a kept run left, without deploying
+    batches: list[int | str] | None = None  # rollout.yml's own default when None
 
 
 @dataclass
@@ -79,8 +80,11 @@ def deploy(options: Options, figures: Figures) -> Path:
     thumbprint = podman.exec_(inventory.VCENTER, "/usr/bin/python3", "-c", THUMBPRINT).stdout
     inventory.write(plan, inv_dir, thumbprint.strip())
     print(f"fleet: rollout.yml to {plan.hubs} hub(s), {plan.nodes} nodes", flush=True)
+    extra = []
+    if options.batches:
+        extra = ["-e", json.dumps({"sendense_rollout_batches": options.batches})]
     figures.rollout_seconds = rollout.ansible_playbook(
-        hosts_yml, ["rollout.yml"], work / "rollout.log", options.forks
+        hosts_yml, ["rollout.yml"], work / "rollout.log", options.forks, *extra
     )
     figures.batches = rollout.batches((work / "rollout.log").read_text(), figures.rollout_seconds)
     return hosts_yml
