@@ -28,6 +28,9 @@ def fleet(*argv: str) -> subprocess.CompletedProcess[str]:
         (["run", "--forks", "0"], "forks must be at least 1, not 0"),
         (["run", "--nodes", "many"], "invalid int value: 'many'"),
         (["inventory", "--keep"], "unrecognized arguments: --keep"),
+        (["run", "--batches", "1,0"], "a batch is a count or a percentage, not '0'"),
+        (["run", "--batches", "1,150%"], "not '150%'"),
+        (["run", "--batches", "1,,5"], "not ''"),
         ([], "the following arguments are required: command"),
     ],
 )
@@ -59,7 +62,12 @@ def test_run_hands_its_options_over(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(cli, "run", lambda options: seen.append(options) or 0)
     argv = ["run", "--nodes", "5", "--forks", "7", "--workdir", str(tmp_path), "--keep"]
-    assert cli.main(argv) == 0
-    (options,) = seen
+    assert cli.main([*argv, "--batches", "1,25%,100%"]) == 0
+    assert cli.main(["run", "--reuse"]) == 0
+    options, defaults = seen
     assert (options.plan.nodes, options.plan.hubs, options.forks) == (5, 1, 7)
     assert (options.workdir, options.keep, options.reuse) == (tmp_path, True, False)
+    # As Ansible's serial takes them: counts as numbers, percentages as strings.
+    assert options.batches == [1, "25%", "100%"]
+    assert (defaults.plan.nodes, defaults.forks, defaults.batches) == (20, 10, None)
+    assert (defaults.reuse, defaults.keep) == (True, False)
