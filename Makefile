@@ -9,7 +9,7 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 MOLECULE_SCENARIOS := default fleet
 
-.PHONY: setup test lint unit integration molecule demo bench lab-up lab-down release clean
+.PHONY: setup test lint unit integration molecule demo bench lab-up lab-down fleet-scale fleet-scale-down release clean
 
 setup:
 	@bash files/scripts/setup.sh
@@ -45,6 +45,18 @@ lab-down:
 
 demo: setup
 	@bash files/scripts/demo.sh
+
+# 20 sites on one hub: FLEET_NODES nodes + a hub + the vCenter simulator in Podman
+# (sds-*), rolled out with rollout.yml, all backing up at once; tears down after.
+FLEET_NODES ?= 20
+FLEET_FORKS ?= 10
+FLEET_BATCHES ?=
+fleet-scale: setup
+	$(BIN)/python -m tests.fleet run --nodes $(FLEET_NODES) --forks $(FLEET_FORKS) \
+	  $(if $(FLEET_BATCHES),--batches $(FLEET_BATCHES)) $(FLEET_ARGS)
+
+fleet-scale-down:
+	@$(BIN)/python -m tests.fleet down
 
 # Refuses unless lint and every Molecule scenario pass; see files/scripts/release.sh.
 release: setup
