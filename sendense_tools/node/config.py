@@ -76,9 +76,9 @@ class VcenterSection(Strict):
 class BackupSection(Strict):
     transport: Literal["https", "vddk", "file"] = "https"
     # sshd gives each channel a 2 MiB window: one NBD connection moves at most 2 MiB per
-    # round trip (about 40 MB/s at 50 ms), so a long link needs many; 8 stays within
-    # the hub's qemu-nbd --shared=10 (bench/tunnel.py measures it).
-    connections_per_disk: int = Field(default=8, ge=1, le=16)
+    # round trip (about 40 MB/s at 50 ms), so a site behind a long link wants 8 (within
+    # the hub's qemu-nbd --shared=10; bench/tunnel.py measures it). DESIGN's default: 2.
+    connections_per_disk: int = Field(default=2, ge=1, le=16)
     quiesce: bool = False
     # Where the `file` transport finds disk images: <dir>/<vm>/<disk file name>.
     file_root: str = ""

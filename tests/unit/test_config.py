@@ -23,7 +23,7 @@ def test_defaults_match_the_design_contract(tmp_path):
     assert hub.nbd.shared == 10
     node = load_config(write(tmp_path, ""), NodeConfig)
     assert node.api.listen == ("127.0.0.1", 8081)
-    assert node.backup.connections_per_disk == 8
+    assert node.backup.connections_per_disk == 2
     tun = load_config(write(tmp_path, ""), TunnelConfig)
     assert tun.forwards.reverse_port == 9081
     assert (tun.backoff.initial, tun.backoff.max) == (5, 60)
