@@ -39,11 +39,6 @@ def run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def checksums(vcsim) -> dict[str, dict]:
-    """The seeded disks' block checksums (DESIGN "Checksums"), from the seeding pattern."""
-    return {d.disk_id: d.checksum for d in vcsim.disks}
-
-
 def make_targets(vcsim, qemu_nbd_target) -> tuple[str, list]:
     made = [qemu_nbd_target(d.capacity, shared=4, export=d.disk_id) for d in vcsim.disks]
     text = ",".join(f"{d.disk_id}:{t.uri}" for d, t in zip(vcsim.disks, made, strict=True))
@@ -57,7 +52,7 @@ def test_https_backup_lands_seeded_content_from_one_snapshot(
     proc = run(run_args(vcsim, text, "--job-id", "t-https", "--json"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert {d["disk_id"]: d["checksum"] for d in result["disks"]} == checksums(vcsim)
+    assert {d["disk_id"]: d["checksum"] for d in result["disks"]} == vcsim.checksums
     for d, target in zip(vcsim.disks, made, strict=True):
         assert sha256_of_nbd(target.uri) == d.sha256
     assert result["snapshot"] == "sendense-t-https"
@@ -200,7 +195,7 @@ def test_insecure_backup_says_it_verifies_nothing(vcsim, qemu_nbd_target):
     proc = run([*args[:i], *args[i + 2 :], "--insecure"])
     assert proc.returncode == 0, proc.stderr
     disks = json.loads(proc.stdout)["disks"]
-    assert {d["disk_id"]: d["checksum"] for d in disks} == checksums(vcsim)
+    assert {d["disk_id"]: d["checksum"] for d in disks} == vcsim.checksums
     warning = [line for line in proc.stderr.splitlines() if "--insecure" in line]
     assert len(warning) == 1 and "NOT verified" in warning[0], proc.stderr
 

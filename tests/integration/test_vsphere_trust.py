@@ -107,7 +107,8 @@ def test_ca_mode_backup_trusts_the_simulator_certificate_as_ca(vcsim, qemu_nbd_t
         capture_output=True, text=True, timeout=180, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert {d["disk_id"]: d["sha256"] for d in json.loads(proc.stdout)["disks"]} == vcsim.sha256s
+    disks = json.loads(proc.stdout)["disks"]
+    assert {d["disk_id"]: d["checksum"] for d in disks} == vcsim.checksums
 
 
 @pytest.mark.parametrize(("mode", "relay_first"), MODES)

@@ -31,7 +31,7 @@ async def test_a_backup_draws_on_the_configured_budget_and_gives_it_back(
         await start_backup(node, "m-budget", vcsim, qemu_nbd_target)
         final = await hub.final("m-budget")
         assert final["status"] == "completed", final["error"]
-        assert {d["disk_id"]: d["sha256"] for d in final["disks"]} == vcsim.sha256s
+        assert {d["disk_id"]: d["checksum"] for d in final["disks"]} == vcsim.checksums
         buffers = await copy_buffers(node)
         assert buffers["budget"] == MIN_BUDGET
         assert 0 < buffers["peak"] <= MIN_BUDGET
