@@ -288,10 +288,6 @@ async def _copy_all(
                         retry_for=options.retry_for,
                         target_is_zero=plan.target_is_zero,
                         areas=plan.areas,
-                        # The records carry the block checksum (DESIGN "Checksums"); a
-                        # serial SHA-256 of every byte, zeroes included, cost both sides
-                        # a second pass over the capacity.
-                        sha256=False,
                     )
                 except CopyCancelled:
                     raise
